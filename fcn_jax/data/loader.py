@@ -5,9 +5,10 @@ indices and a spatial size, a pure function of ``(seed, i)`` given the source. G
 plan to batches on background threads; its iterator state (the next step) is all a resumed
 loader needs to yield exactly the batches an uninterrupted one would.
 
-Every batch is ``{"image": (B, *size, C) float32, "label": (B,) int32, "sizes": (B, D) int32}``
-where ``size`` is one of the buckets and positions beyond an example's ``sizes`` (bottom/right in
-2-D, the end in 1-D) are zero.
+Every batch is ``{"image": (B, *size, C) float32, "label": (B,) int32, "sizes": (B, D) int32,
+"index": (B,) int32}`` where ``size`` is one of the buckets, positions beyond an example's
+``sizes`` (bottom/right in 2-D, the end in 1-D) are zero, and ``index`` names the source example
+(-1 for eval padding rows).
 """
 
 from __future__ import annotations
@@ -52,13 +53,15 @@ def _empty_batch(n: int, size: Sequence[int], channels: int) -> Batch:
         "image": np.zeros((n, *size, channels), np.float32),
         "label": np.zeros((n,), np.int32),
         "sizes": np.tile(np.asarray(size, np.int32), (n, 1)),
+        "index": np.full((n,), -1, np.int32),
     }
 
 
-def _paste(batch: Batch, k: int, image: np.ndarray, label: int) -> None:
-    """Write an example at the start of row ``k`` (zero padding stays after it)."""
+def _paste(batch: Batch, k: int, index: int, image: np.ndarray, label: int) -> None:
+    """Write example ``index`` at the start of row ``k`` (zero padding stays after it)."""
     batch["image"][(k, *(slice(0, s) for s in image.shape[:-1]))] = image
     batch["label"][k] = label
+    batch["index"][k] = index
     batch["sizes"][k] = image.shape[:-1]
 
 
@@ -225,7 +228,7 @@ class TrainLoader:
                 image = _fit_min_size(ex["image"], self.min_size)
             else:
                 image = resize(ex["image"], size)
-            _paste(batch, k, image, ex["label"])
+            _paste(batch, k, i, image, ex["label"])
         return batch
 
     # --- iteration and state ------------------------------------------------------------
@@ -349,7 +352,6 @@ class EvalLoader:
         indices, size = item
         batch = _empty_batch(self.batch_size, size, self.source.in_channels)
         batch["valid"] = np.arange(self.batch_size) < len(indices)
-        batch["index"] = np.full((self.batch_size,), -1, np.int32)
         if self.source.has_bbox:
             batch["bbox"] = np.zeros((self.batch_size, 4), np.int32)
         for k, i in enumerate(indices):
@@ -361,8 +363,7 @@ class EvalLoader:
                 image = resize(image, size)
             else:
                 image = place_on_canvas(image, size)
-            _paste(batch, k, image, ex["label"])
-            batch["index"][k] = i
+            _paste(batch, k, i, image, ex["label"])
             if "bbox" in ex:
                 batch["bbox"][k] = self._move_bbox(ex["bbox"], before, image.shape[:-1])
         return batch
