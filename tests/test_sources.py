@@ -47,6 +47,9 @@ def test_procedural_digits(tfds_dir):
     assert sizes.shape == (512, 2) and sizes.min() >= 16 and sizes.max() <= 64
     assert tuple(sizes[3]) == ex["image"].shape[:2]
     assert ds.train.sizes() is sizes  # cached
+    many = ds.train.get_many([3, 0])  # batched read
+    np.testing.assert_array_equal(many[0]["image"], ex["image"])
+    assert many[1]["label"] == ds.train[0]["label"]
 
 
 def test_mnist1d(tfds_dir):

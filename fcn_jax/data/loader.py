@@ -222,8 +222,7 @@ class TrainLoader:
         indices, size = self._plan(epoch)[j]
         local = indices[self.process_index :: self.process_count]
         batch = _empty_batch(len(local), size, self.source.in_channels)
-        for k, i in enumerate(local):
-            ex = self.source[int(i)]
+        for k, (i, ex) in enumerate(zip(local, self.source.get_many(local), strict=True)):
             if self.policy.kind == "native":
                 image = _fit_min_size(ex["image"], self.min_size)
             else:
@@ -354,8 +353,7 @@ class EvalLoader:
         batch["valid"] = np.arange(self.batch_size) < len(indices)
         if self.source.has_bbox:
             batch["bbox"] = np.zeros((self.batch_size, 4), np.int32)
-        for k, i in enumerate(indices):
-            ex = self.source[int(i)]
+        for k, (i, ex) in enumerate(zip(indices, self.source.get_many(indices), strict=True)):
             image, before = ex["image"], ex["image"].shape[:-1]
             if self.size is None:
                 image = _fit_min_size(image, self.min_size)
