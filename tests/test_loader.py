@@ -163,6 +163,14 @@ def test_auto_buckets_cover_everything(sizes, k):
     assert padding_efficiency(sizes, [tuple(sizes.max(0))]) <= eff + 1e-12 <= 1 + 1e-12
 
 
+def test_auto_buckets_many_distinct_shapes():
+    # More distinct shapes than candidates: shapes are coarsened to per-axis quantiles first.
+    sizes = np.random.default_rng(0).integers(1, 1000, (6000, 2))
+    buckets = auto_buckets(sizes, 8)
+    assert len(buckets) <= 8
+    assert padding_efficiency(sizes, buckets) > padding_efficiency(sizes, [(999, 999)]) + 0.2
+
+
 def test_auto_buckets_padding_efficiency(digits):
     sizes = digits.train.sizes()
     # Canvas H, W are independent and uniform in [16, 64]: 8 rectangular buckets cannot reach

@@ -114,6 +114,8 @@ class TrainLoader:
         d = source.spatial_dims
         if policy.spatial_dims != d:
             raise ValueError(f"policy is {policy.spatial_dims}-D but the data is {d}-D")
+        if not 0 <= process_index < process_count:
+            raise ValueError(f"process_index {process_index} not in [0, {process_count})")
         if batch_size % process_count:
             raise ValueError(f"batch_size {batch_size} is not divisible by {process_count} hosts")
         self.batch_multiple = batch_multiple or process_count
