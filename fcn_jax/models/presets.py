@@ -1,0 +1,137 @@
+"""Model presets. Each builds the body of an :class:`FCN`; the 1×1 class head and global pooling
+are shared. ``width`` scales every channel count, ``depth`` the number of stages/blocks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax.numpy as jnp
+from flax import nnx
+
+from fcn_jax.models.fcn import FCN, ModelSpec
+from fcn_jax.models.layers import ConvLayer, ResidualBlock
+
+
+def _ch(base: int, width: float) -> int:
+    return max(1, round(base * width))
+
+
+def seed_body(spec: ModelSpec, conv) -> tuple[list, int]:
+    """The network from the discussion: 4-wide stride-2 convolutions (padding 1) that floor-halve
+    the size, 32 → 64 → 128 channels (doubling per extra stage), ReLU."""
+    layers, c = [], spec.in_channels
+    for i in range(spec.depth or 3):
+        out = _ch(32 * 2**i, spec.width)
+        layers.append(conv(c, out, 4, 2, pad=(1, 1)))
+        c = out
+    return layers, c
+
+
+def allcnn_body(spec: ModelSpec, conv) -> tuple[list, int]:
+    """All-CNN-C (Springenberg et al. 2014): per stage two 3-wide convolutions and a stride-2
+    one instead of pooling (96, 192 channels), then a 3-wide and a 1-wide convolution."""
+    layers, c = [], spec.in_channels
+    for i in range(spec.depth or 2):
+        out = _ch(96 * 2 ** min(i, 1), spec.width)
+        layers += [conv(c, out, 3, 1), conv(out, out, 3, 1), conv(out, out, 3, 2)]
+        c = out
+    out = _ch(192, spec.width)
+    layers += [conv(c, out, 3, 1), conv(out, out, 1, 1)]
+    return layers, out
+
+
+def nin_body(spec: ModelSpec, conv) -> tuple[list, int]:
+    """Network in Network (Lin et al. 2013): mlpconv blocks (k-wide conv, then two 1-wide
+    convs); blocks after the first start with a stride-2 convolution instead of max pooling."""
+    blocks = [(5, 192, 160, 96), (5, 192, 192, 192), (3, 192, 192, 192)]
+    depth = spec.depth or 3
+    blocks = blocks + [blocks[-1]] * max(0, depth - len(blocks))
+    layers, c = [], spec.in_channels
+    for i, (k, c1, c2, c3) in enumerate(blocks[:depth]):
+        c1, c2, c3 = (_ch(v, spec.width) for v in (c1, c2, c3))
+        layers += [conv(c, c1, k, 1 if i == 0 else 2), conv(c1, c2, 1, 1), conv(c2, c3, 1, 1)]
+        c = c3
+    return layers, c
+
+
+def resnet_body(spec: ModelSpec, conv) -> tuple[list, int]:
+    """A small residual FCN (CIFAR ResNet style): a 3-wide stem, three stages of 16/32/64
+    channels with ``depth`` basic blocks each (default 2), stride 2 entering stages 2 and 3."""
+    norm = spec.norm or "batch"
+    c = _ch(16, spec.width)
+    layers = [conv(spec.in_channels, c, 3, 1, norm=norm)]
+    for stage in range(3):
+        out = _ch(16 * 2**stage, spec.width)
+        for b in range(spec.depth or 2):
+            stride = 2 if stage > 0 and b == 0 else 1
+            layers.append(ResidualBlock(c, out, stride, **_common(spec), norm=norm, rngs=conv.rngs))
+            c = out
+    return layers, c
+
+
+PRESETS: dict[str, Callable] = {
+    "seed": seed_body,
+    "allcnn": allcnn_body,
+    "nin": nin_body,
+    "resnet": resnet_body,
+}
+
+
+def _common(spec: ModelSpec) -> dict:
+    return dict(spatial_dims=spec.spatial_dims, dtype=jnp.dtype(spec.dtype))
+
+
+class _ConvFactory:
+    """``conv(in, out, kernel, stride, **kw)`` with the spec's dims, norm, dtype and rngs."""
+
+    def __init__(self, spec: ModelSpec, rngs: nnx.Rngs):
+        self.spec, self.rngs = spec, rngs
+
+    def __call__(self, c_in, c_out, kernel, stride, **kw):
+        kw.setdefault("norm", self.spec.norm)
+        return ConvLayer(c_in, c_out, kernel, stride, **_common(self.spec), rngs=self.rngs, **kw)
+
+
+def build_model(spec: ModelSpec, seed: int = 0) -> FCN:
+    """Build the model a :class:`ModelSpec` describes, with parameters drawn from ``seed``."""
+    if spec.name not in PRESETS:
+        raise ValueError(f"unknown model {spec.name!r}; expected one of {sorted(PRESETS)}")
+    if spec.spatial_dims not in (1, 2, 3):
+        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spec.spatial_dims}")
+    if spec.pool not in ("avg", "max"):
+        raise ValueError(f"pool must be 'avg' or 'max', got {spec.pool!r}")
+    if spec.width <= 0 or (spec.depth is not None and spec.depth < 1):
+        raise ValueError(f"width must be > 0 and depth >= 1, got {spec.width}, {spec.depth}")
+
+    def build():
+        rngs = nnx.Rngs(seed)
+        body, last = PRESETS[spec.name](spec, _ConvFactory(spec, rngs))
+        return FCN(spec, body, last, rngs)
+
+    # One compiled initializer instead of one small compile per parameter shape.
+    return nnx.jit(build)()
+
+
+def create_model(
+    name: str = "seed",
+    *,
+    num_classes: int,
+    in_channels: int = 1,
+    spatial_dims: int = 2,
+    seed: int = 0,
+    width: float = 1.0,
+    depth: int | None = None,
+    norm: str | None = None,
+    pool: str = "avg",
+    dtype: str = "float32",
+) -> FCN:
+    """Create a preset FCN (``seed``, ``allcnn``, ``nin``, ``resnet``).
+
+    ``dtype`` is the computation dtype (``"bfloat16"`` for mixed precision); parameters stay
+    float32. ``norm`` adds BatchNorm (``"batch"``) or GroupNorm (``"group"``) after each conv
+    (``resnet`` uses BatchNorm unless told otherwise).
+    """
+    spec = ModelSpec(
+        name, num_classes, in_channels, spatial_dims, width, depth, norm, pool, str(dtype)
+    )
+    return build_model(spec, seed)
