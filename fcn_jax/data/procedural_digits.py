@@ -312,7 +312,9 @@ class ProceduralDigits(tfds.core.GeneratorBasedBuilder):
     regression on standardized pixels (20 epochs, Adam 1e-2) reaches 0.545 test accuracy; the
     `seed` FCN (2 epochs, batch 128, Adam 1e-3) reaches 0.934. The digit's random position
     (center jitter +-4 px) and rotation/shear/clutter defeat a linear model but not a
-    translation-invariant convolutional one.
+    translation-invariant convolutional one. On `variable` (zero-padded to 64x64, true sizes
+    passed to the model) the same FCN reaches 0.74 after 2 epochs and is still improving: the
+    largest digits exceed its 22 px receptive field, so this config rewards bigger models.
     Build times on that CPU: `variable` ~16 s, `fixed28` ~15 s, tiny configs < 1 s.
     """
 
