@@ -202,6 +202,46 @@ class ExportedModel:
         return {k: np.asarray(v) for k, v in out.items()}
 
 
+def restore_run(workdir: str):
+    """The trained model of a run directory, via ``fcn_jax.checkpoint.restore_model`` (eval
+    mode). ``ValueError`` with a one-line message when the directory is missing, is not a run,
+    or holds no checkpoint."""
+    if not os.path.isdir(workdir):
+        raise ValueError(f"run directory {workdir!r} does not exist")
+    if not os.path.isfile(os.path.join(workdir, "config.json")):
+        raise ValueError(f"{workdir!r} is not a training run directory (no config.json)")
+    try:
+        from fcn_jax.checkpoint import restore_model
+    except ImportError as e:
+        raise ValueError(f"cannot restore runs: fcn_jax.checkpoint.restore_model: {e}") from None
+    try:
+        model = restore_model(workdir)
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"cannot restore a model from {workdir!r}: {e}") from None
+    model.eval()
+    return model
+
+
+def run_class_names(workdir: str) -> list[str] | None:
+    """Class names recorded in a run's ``config.json`` (key ``class_names``), if any."""
+    try:
+        with open(os.path.join(workdir, "config.json")) as f:
+            names = json.load(f).get("class_names")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return [str(n) for n in names] if isinstance(names, list) else None
+
+
+def load_predictor(model: str) -> ExportedModel:
+    """An :class:`ExportedModel` from an export file, or from a run directory (restored and
+    exported in memory, class names from its ``config.json`` when recorded)."""
+    if os.path.isdir(model):
+        return ExportedModel.from_model(restore_run(model), run_class_names(model))
+    if not os.path.exists(model):
+        raise ValueError(f"--model {model!r}: no such export file or run directory")
+    return load_exported(model)
+
+
 def load_exported(path: str) -> ExportedModel:
     """Load an :func:`export_model` file as an :class:`ExportedModel` (needs only jax, numpy)."""
     meta, blob = read_artifact(path)
