@@ -14,7 +14,7 @@ from fcn_jax.data.policies import (
     resize,
     resolve_buckets,
 )
-from fcn_jax.data.sources import DataError, Dataset, Source, load_dataset
+from fcn_jax.data.sources import DataError, Dataset, Source, Subset, load_dataset
 
 __all__ = [
     "DataError",
@@ -22,6 +22,7 @@ __all__ = [
     "EvalLoader",
     "SizePolicy",
     "Source",
+    "Subset",
     "TrainLoader",
     "assign_buckets",
     "auto_buckets",

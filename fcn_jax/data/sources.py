@@ -546,3 +546,26 @@ def load_tfds(spec: str, data_dir: str | None = None) -> Dataset:
         in_channels=train.in_channels,
         spatial_dims=train.spatial_dims,
     )
+
+
+class Subset(Source):
+    """The first ``n`` examples of a source (evaluation on part of a large test split)."""
+
+    def __init__(self, source: Source, n: int):
+        self.source, self.n = source, min(n, len(source))
+        self.spatial_dims, self.in_channels = source.spatial_dims, source.in_channels
+        self.has_bbox = source.has_bbox
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        return self.source[index]
+
+    def get_many(self, indices) -> list[dict[str, Any]]:
+        return self.source.get_many(indices)
+
+    def sizes(self) -> np.ndarray:
+        return self.source.sizes()[: self.n]

@@ -1,0 +1,38 @@
+"""Train one FCN and evaluate it over a grid of test sizes.
+
+    python -m experiments.train --workdir=runs/seed
+    python -m experiments.train --workdir=runs/mixed --train_size=mixed:16-64:16
+    python -m experiments.train --workdir=runs/1d --dataset=mnist1d/variable --eval_sizes=32,64
+
+Running again with the same --workdir resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import app, flags
+
+from experiments.flags import config_from_flags, define_flags, run_cleanly
+from fcn_jax.checkpoint import CheckpointError
+from fcn_jax.config import TrainConfig, field_help
+from fcn_jax.train import NonFiniteLossError, train_and_evaluate
+
+define_flags(TrainConfig, field_help())
+flags.DEFINE_string("workdir", None, "run directory: checkpoints, metrics and results go here")
+flags.mark_flag_as_required("workdir")
+
+ERRORS = (ValueError, CheckpointError, NonFiniteLossError, FileNotFoundError)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = config_from_flags(TrainConfig).validate()
+    summary = train_and_evaluate(config, flags.FLAGS.workdir)
+    keys = ("test_accuracy", "train_compiles", "eval_compiles", "wall_time_s", "final_loss")
+    print(json.dumps({k: summary[k] for k in keys}, indent=1))
+
+
+if __name__ == "__main__":
+    app.run(run_cleanly(main, ERRORS))

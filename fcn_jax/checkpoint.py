@@ -1,0 +1,104 @@
+"""Checkpoints with orbax: train state (model, optimizer, step) plus JSON metadata (loader
+position, seed, model spec). Orbax writes each step to a temporary directory and renames it
+when complete, so a killed run leaves either a whole checkpoint or none."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from fcn_jax.models import FCN, ModelSpec, build_model
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that exists but cannot be used (unreadable or from another setup)."""
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+
+
+class Checkpointer:
+    """Save/restore ``(state, meta)`` pairs under ``WORKDIR/checkpoints/<step>``."""
+
+    def __init__(self, workdir: str, max_to_keep: int = 2):
+        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep,
+                enable_async_checkpointing=False,
+                cleanup_tmp_directories=True,
+            ),
+        )
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: Any, meta: dict) -> None:
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+
+    def restore(self, abstract_state: Any | None = None) -> tuple[Any, dict] | None:
+        """The latest ``(state, meta)``, or None when there is no checkpoint.
+
+        With ``abstract_state`` the state is restored into that structure (shapes must match);
+        without, as nested dicts of arrays.
+        """
+        step = self.latest_step()
+        if step is None:
+            return None
+        where = os.path.join(self.directory, str(step))
+        try:
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state),
+                    meta=ocp.args.JsonRestore(),
+                ),
+            )
+        except Exception as e:  # orbax raises many types; all mean "this can't be used"
+            raise CheckpointError(f"cannot restore checkpoint {where}: {_one_line(e)}") from e
+        if abstract_state is not None:
+            want = jax.tree.map(lambda a: (tuple(a.shape), str(a.dtype)), abstract_state)
+            got = jax.tree.map(lambda a: (tuple(a.shape), str(a.dtype)), restored.state)
+            if want != got:
+                raise CheckpointError(f"checkpoint {where} does not match this model/optimizer")
+        return restored.state, restored.meta
+
+
+def restore_model(workdir: str) -> FCN:
+    """The trained model of a run directory, in eval mode."""
+    config_path = os.path.join(workdir, "config.json")
+    if not os.path.exists(config_path):
+        raise CheckpointError(f"{config_path} not found: is {workdir!r} a training run directory?")
+    with open(config_path) as f:
+        spec = ModelSpec(**json.load(f)["model_spec"])
+    restored = Checkpointer(workdir).restore()
+    if restored is None:
+        raise CheckpointError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}")
+    model = build_model(spec)
+    for collection, values in (
+        (nnx.Param, restored[0]["params"]),
+        (nnx.Not(nnx.Param), restored[0]["rest"]),
+    ):
+        state = nnx.state(model, collection)
+        try:
+            nnx.replace_by_pure_dict(state, values)
+        except Exception as e:
+            raise CheckpointError(f"checkpoint in {workdir} does not fit its config: {e}") from e
+        nnx.update(model, state)
+    model.eval()
+    return model

@@ -1,0 +1,75 @@
+"""Result files: atomic JSON, metrics.jsonl plus TensorBoard events (no TensorFlow needed)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from typing import Any
+
+
+def write_atomic(path: str, data: bytes | str) -> None:
+    """Write a file so that readers see the old or the new content, never a partial one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+class MetricsWriter:
+    """Appends one JSON object per record to ``metrics.jsonl`` and mirrors scalars to
+    TensorBoard (tensorboardX). On resume, records after the restored step are dropped so the
+    file reads as one uninterrupted run."""
+
+    def __init__(self, workdir: str, resume_step: int = 0):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        if not os.path.exists(self.path):
+            write_atomic(self.path, "")
+        else:
+            with open(self.path) as f:
+                kept = [
+                    line for line in f if line.strip() and json.loads(line)["step"] <= resume_step
+                ]
+            write_atomic(self.path, "".join(kept))
+        from tensorboardX import SummaryWriter  # imported late: it is slow to import
+
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
+
+    def last(self, kind: str) -> dict[str, Any] | None:
+        """The latest record of ``kind`` (e.g. the last train metrics before a resume)."""
+        found = None
+        with open(self.path) as f:
+            for line in f:
+                record = json.loads(line)
+                found = record if record["kind"] == kind else found
+        return found
+
+    def write(self, step: int, kind: str, values: dict[str, Any]) -> None:
+        record = {"step": int(step), "kind": kind, **values}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for key, value in values.items():
+            if isinstance(value, int | float) and math.isfinite(value):
+                self._tb.add_scalar(f"{kind}/{key}", value, step)
+
+    def close(self) -> None:
+        self._tb.close()

@@ -1,0 +1,36 @@
+"""Data parallelism: one mesh over every device, the batch split over it, the state replicated."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def make_mesh() -> Mesh:
+    """A 1-D mesh over all devices of all processes."""
+    return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over the devices."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """This process's rows of a batch → global arrays split over every device.
+
+    Each host feeds its own shard (rows ``process_index::process_count`` of the global batch);
+    the global batch size is the local one times the process count.
+    """
+    sharding = batch_sharded(mesh)
+    return {
+        k: jax.make_array_from_process_local_data(sharding, np.ascontiguousarray(v))
+        for k, v in batch.items()
+    }

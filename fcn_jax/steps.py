@@ -1,0 +1,176 @@
+"""Pure train/eval steps and their per-shape compilation with accounting.
+
+The state is a plain pytree ``{"params", "rest", "opt_state", "step", "bad_step"}`` where
+``params``/``rest`` are the model's ``nnx.Param`` and other (BatchNorm statistics) state; the
+model structure (``graphdef``) is static. Steps are compiled ahead of time, once per batch
+shape, so the number of compilations is exactly the number of distinct shapes seen.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from absl import logging
+from flax import nnx
+
+from fcn_jax.models.layers import global_pool
+
+State = dict
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0) -> jax.Array:
+    """Per-example cross-entropy (B,) with optional label smoothing."""
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
+    return optax.softmax_cross_entropy(logits, targets)
+
+
+def init_state(model: nnx.Module, tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, State]:
+    """Split a model into its static structure and the train state."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    state = {
+        "params": params,
+        "rest": rest,
+        "opt_state": tx.init(params),
+        "step": jnp.zeros((), jnp.int32),
+        # First step (1-based) whose loss was not finite, or 0. Updates stop from there on.
+        "bad_step": jnp.zeros((), jnp.int32),
+    }
+    return graphdef, state
+
+
+def train_step(
+    state: State,
+    batch: dict[str, jax.Array],
+    *,
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    label_smoothing: float,
+    use_sizes: bool,
+) -> tuple[State, dict[str, jax.Array]]:
+    """One optimizer step on ``batch`` = {image (B, *S, C), label (B,), sizes (B, D)}.
+
+    ``use_sizes`` is False for policies whose batches are never padded (fixed, mixed): the
+    model then skips masking. A non-finite loss leaves the state unchanged and is recorded.
+    """
+
+    def loss_fn(params):
+        model = nnx.merge(graphdef, params, state["rest"])
+        logits = model(batch["image"], batch["sizes"] if use_sizes else None)
+        loss = cross_entropy(logits, batch["label"], label_smoothing).mean()
+        return loss, (logits, nnx.state(model, nnx.Not(nnx.Param)))
+
+    (loss, (logits, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    step = state["step"] + 1
+    ok = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads)) & (state["bad_step"] == 0)
+
+    def keep_if_ok(new, old):
+        return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+    new_state = {
+        "params": keep_if_ok(params, state["params"]),
+        "rest": keep_if_ok(rest, state["rest"]),
+        "opt_state": keep_if_ok(opt_state, state["opt_state"]),
+        "step": step,
+        "bad_step": jnp.where((state["bad_step"] == 0) & ~ok, step, state["bad_step"]),
+    }
+    accuracy = (logits.argmax(-1) == batch["label"]).mean()
+    return new_state, {"loss": loss, "accuracy": accuracy}
+
+
+def eval_step(
+    state: State, batch: dict[str, jax.Array], *, graphdef: nnx.GraphDef, with_maps: bool
+) -> dict[str, jax.Array]:
+    """Sums over the valid rows of ``batch`` = {image, label, sizes, valid}.
+
+    ``with_maps`` also returns the class maps ``cmap`` (B, *S', K) and their extents
+    ``out_sizes`` (B, D), for localization metrics computed on the host.
+    """
+    model = nnx.merge(graphdef, state["params"], state["rest"])
+    cmap, out_sizes = model.features(batch["image"], batch["sizes"])
+    logits = global_pool(cmap, out_sizes, model.spec.pool)
+    valid = batch["valid"].astype(jnp.float32)
+    out = {
+        "correct": ((logits.argmax(-1) == batch["label"]) * valid).sum(),
+        "loss": (cross_entropy(logits, batch["label"]) * valid).sum(),
+        "count": valid.sum(),
+    }
+    if with_maps:
+        out.update(cmap=cmap, out_sizes=out_sizes)
+    return out
+
+
+def batch_key(batch) -> tuple:
+    return tuple(sorted((k, tuple(v.shape), str(v.dtype)) for k, v in batch.items()))
+
+
+class CompiledStep:
+    """A step compiled ahead of time once per batch shape, with the compilations logged.
+
+    ``compiles`` counts executables built; ``compile_seconds`` their total time; ``shapes``
+    the image shapes they were built for.
+    """
+
+    def __init__(self, fn: Callable, name: str, state_sharding, batch_sharding, donate: bool):
+        self.name = name
+        self._jitted = jax.jit(
+            fn,
+            in_shardings=(state_sharding, batch_sharding),
+            out_shardings=state_sharding,  # everything returned is replicated
+            donate_argnums=(0,) if donate else (),
+        )
+        self._batch_sharding = batch_sharding
+        self._executables: dict = {}
+        self.compile_seconds = 0.0
+        self.shapes: list[tuple[int, ...]] = []
+
+    @property
+    def compiles(self) -> int:
+        return len(self._executables)
+
+    def compile(self, state, batch) -> Callable:
+        """Compile for ``batch``'s shapes (arrays or ShapeDtypeStructs) unless done already."""
+        key = batch_key(batch)
+        if key not in self._executables:
+            spec = {
+                k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=self._batch_sharding)
+                for k, v in batch.items()
+            }
+            start = time.perf_counter()
+            self._executables[key] = self._jitted.lower(state, spec).compile()
+            seconds = time.perf_counter() - start
+            self.compile_seconds += seconds
+            self.shapes.append(tuple(batch["image"].shape))
+            logging.info(
+                "compiled %s step #%d for image shape %s in %.2fs",
+                self.name,
+                self.compiles,
+                tuple(batch["image"].shape),
+                seconds,
+            )
+        return self._executables[key]
+
+    def __call__(self, state, batch):
+        return self.compile(state, batch)(state, batch)
+
+
+def make_train_step(graphdef, tx, *, label_smoothing, use_sizes, state_sharding, batch_sharding):
+    fn = functools.partial(
+        train_step,
+        graphdef=graphdef,
+        tx=tx,
+        label_smoothing=label_smoothing,
+        use_sizes=use_sizes,
+    )
+    return CompiledStep(fn, "train", state_sharding, batch_sharding, donate=True)
+
+
+def make_eval_step(graphdef, *, with_maps, state_sharding, batch_sharding):
+    fn = functools.partial(eval_step, graphdef=graphdef, with_maps=with_maps)
+    return CompiledStep(fn, "eval", state_sharding, batch_sharding, donate=False)

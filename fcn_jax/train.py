@@ -1,0 +1,373 @@
+"""The training loop: ``train_and_evaluate(config, workdir) -> summary``.
+
+Batches come in a declared, finite set of shapes (buckets); the train and eval steps are
+compiled once per shape. The loop checkpoints model, optimizer, step and loader position,
+resumes from ``workdir``, stops on a non-finite loss, and finally evaluates over a grid of
+test sizes. Outputs in ``workdir``: config.json, metrics.jsonl, tensorboard/, checkpoints/,
+summary.json and (2-D) eval_heatmap.png.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+import fcn_jax
+from fcn_jax import sharding
+from fcn_jax.checkpoint import Checkpointer, CheckpointError
+from fcn_jax.config import TrainConfig, parse_eval_sizes, size_key
+from fcn_jax.data import Dataset, TrainLoader, load_dataset, parse_size_policy, resolve_buckets
+from fcn_jax.data.sources import Subset
+from fcn_jax.evaluate import (
+    batch_stats_step,
+    evaluate,
+    recalibrate_bn,
+    recalibration_graphdef,
+)
+from fcn_jax.outputs import MetricsWriter, read_json, write_json
+from fcn_jax.steps import CompiledStep, init_state, make_eval_step, make_train_step
+
+TRAIN_KEYS = ("image", "label", "sizes")
+# Config fields that may change between a run and its resumption (they don't alter training).
+RESUMABLE_FIELDS = {
+    "data_dir",
+    "eval_sizes",
+    "eval_mode",
+    "eval_examples",
+    "eval_batch_size",
+    "recalibrate_bn",
+    "checkpoint_every",
+    "log_every",
+    "precompile",
+    "compilation_cache_dir",
+    "distributed",
+}
+RECALIBRATION_BATCHES = 8
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a non-finite loss; the last good checkpoint is kept."""
+
+
+def default_train_size(dataset: Dataset) -> str:
+    """``native`` for data of varying size, else ``fixed`` at the data's one size."""
+    sizes = dataset.train.sizes()
+    if (sizes == sizes[0]).all():
+        return f"fixed:{size_key(sizes[0])}"
+    return "native"
+
+
+def make_schedule(config: TrainConfig, total_steps: int) -> optax.Schedule:
+    lr, total_steps = config.learning_rate, max(total_steps, 1)
+    if config.schedule == "constant":
+        return optax.constant_schedule(lr)
+    if config.schedule == "cosine":
+        return optax.cosine_decay_schedule(lr, total_steps)
+    warmup = min(config.warmup_steps, total_steps - 1)
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total_steps)
+
+
+def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    schedule = make_schedule(config, total_steps)
+    if config.optimizer == "adamw":
+        return optax.adamw(schedule, weight_decay=config.weight_decay)
+    return optax.chain(
+        optax.add_decayed_weights(config.weight_decay),
+        optax.sgd(schedule, momentum=0.9, nesterov=True),
+    )
+
+
+def _setup_jax(config: TrainConfig) -> None:
+    if config.distributed:
+        jax.distributed.initialize()
+    if config.compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", config.compilation_cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def _check_resumable(saved: dict, config: TrainConfig, workdir: str) -> None:
+    current = config.to_dict()
+    for key, value in saved.items():
+        if key not in RESUMABLE_FIELDS and current.get(key) != value:
+            raise CheckpointError(
+                f"{workdir} holds a run with --{key}={value!r} but this run has "
+                f"--{key}={current.get(key)!r}: use a new --workdir or the same flags"
+            )
+
+
+class _Progress:
+    """A tqdm bar on a terminal, plain log lines otherwise."""
+
+    def __init__(self, total: int, start: int):
+        self._bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+
+    def update(self, step: int, n: int, values: dict) -> None:
+        text = " ".join(f"{k}={v:.4g}" for k, v in values.items())
+        if self._bar is not None:
+            self._bar.update(n)
+            self._bar.set_postfix_str(text)
+        else:
+            logging.info("step %d: %s", step, text)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
+    """Train (or resume) in ``workdir``, evaluate, write the outputs, return the summary."""
+    start_time = time.perf_counter()
+    config.validate()
+    _setup_jax(config)
+    os.makedirs(workdir, exist_ok=True)
+
+    dataset = load_dataset(config.dataset, config.data_dir, skip_corrupt=config.skip_corrupt)
+    d = dataset.spatial_dims
+    eval_sizes = parse_eval_sizes(config.eval_sizes, d)
+    train_size = config.train_size or default_train_size(dataset)
+    policy = parse_size_policy(train_size, d)
+    model = fcn_jax.create_model(
+        config.model,
+        num_classes=dataset.num_classes,
+        in_channels=dataset.in_channels,
+        spatial_dims=d,
+        seed=config.seed,
+        width=config.width,
+        depth=config.depth,
+        norm=config.norm,
+        pool=config.pool,
+        dtype=config.precision,
+    )
+    min_size = model.min_size
+    too_small = [s for s in eval_sizes if any(a < m for a, m in zip(s, min_size))]
+    if too_small:
+        raise ValueError(f"--eval_sizes: {too_small} below the model's minimum size {min_size}")
+    example_sizes = dataset.train.sizes() if policy.kind == "native" else np.zeros((0, d))
+    buckets = resolve_buckets(config.buckets, policy, example_sizes, min_size=min_size)
+
+    mesh = sharding.make_mesh()
+    for name in ("batch_size", "eval_batch_size"):
+        if getattr(config, name) % mesh.size:
+            raise ValueError(
+                f"--{name}={getattr(config, name)}: not divisible by {mesh.size} devices"
+            )
+    loader = TrainLoader(
+        dataset.train,
+        policy,
+        buckets,
+        config.batch_size,
+        config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        min_size=min_size,
+        batch_multiple=mesh.size,
+    )
+    total_steps = config.steps or max(1, math.ceil(config.epochs * loader.batches_per_epoch))
+    tx = make_optimizer(config, total_steps)
+    schedule = make_schedule(config, total_steps)
+    model.train()
+    graphdef, state = init_state(model, tx)
+    model.eval()
+    eval_graphdef = nnx.split(model, nnx.Param, ...)[0]
+
+    # Resume, or start and record the setup.
+    checkpointer = Checkpointer(workdir)
+    config_path = os.path.join(workdir, "config.json")
+    start_step, resumed_from = 0, None
+    if checkpointer.latest_step() is not None:
+        if os.path.exists(config_path):
+            _check_resumable(read_json(config_path)["config"], config, workdir)
+        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
+        state, meta = checkpointer.restore(abstract)
+        loader.set_state(meta["loader"])
+        start_step = resumed_from = int(meta["step"])
+        logging.info("resumed from step %d of %s", start_step, checkpointer.directory)
+    write_json(
+        config_path,
+        {
+            "config": config.to_dict(),
+            "model_spec": model.spec.to_dict(),
+            "train_size": train_size,
+            "buckets": [list(b) for b in buckets],
+            "dataset": {
+                "name": dataset.name,
+                "num_classes": dataset.num_classes,
+                "in_channels": dataset.in_channels,
+                "spatial_dims": d,
+                "train_examples": len(dataset.train),
+                "test_examples": len(dataset.test),
+            },
+            "total_steps": total_steps,
+        },
+    )
+    state = jax.device_put(state, sharding.replicated(mesh))
+    steps_kw = dict(
+        state_sharding=sharding.replicated(mesh), batch_sharding=sharding.batch_sharded(mesh)
+    )
+    train_step = make_train_step(
+        graphdef,
+        tx,
+        label_smoothing=config.label_smoothing,
+        use_sizes=policy.kind == "native",
+        **steps_kw,
+    )
+    eval_step = make_eval_step(eval_graphdef, with_maps=dataset.test.has_bbox, **steps_kw)
+    if config.precompile:
+        for bucket in buckets:
+            batch = policy.batch_size(config.batch_size, bucket, mesh.size)
+            train_step.compile(state, _batch_spec(batch, bucket, dataset.in_channels))
+
+    writer = MetricsWriter(workdir, resume_step=start_step)
+    meta = {"seed": config.seed, "model_spec": model.spec.to_dict()}
+
+    def check_finite(step: int) -> None:
+        bad = int(state["bad_step"])
+        if bad:
+            last = checkpointer.latest_step()
+            raise NonFiniteLossError(
+                f"non-finite loss at step {bad}; stopped at step {step}; the last good "
+                f"checkpoint (step {last}) is kept in {checkpointer.directory}"
+            )
+
+    # Train.
+    progress = _Progress(total_steps, start_step)
+    loop_start, examples, window, last_logged = time.perf_counter(), 0, None, start_step
+    last_train = writer.last("train")  # when resuming a finished run there is no new loss
+    final_loss = last_train["loss"] if last_train else None
+    for step in range(start_step + 1, total_steps + 1):
+        batch = next(loader)
+        examples += len(batch["label"]) * jax.process_count()
+        state, metrics = train_step(state, sharding.to_global(_pick(batch, TRAIN_KEYS), mesh))
+        window = metrics if window is None else jax.tree.map(lambda a, b: a + b, window, metrics)
+        if step % config.log_every == 0 or step == total_steps:
+            check_finite(step)
+            values = {k: float(v) / (step - last_logged) for k, v in jax.device_get(window).items()}
+            values["learning_rate"] = float(schedule(step))
+            writer.write(step, "train", values)
+            progress.update(step, step - last_logged, values)
+            final_loss, window, last_logged = values["loss"], None, step
+        if step % config.checkpoint_every == 0 or step == total_steps:
+            check_finite(step)
+            checkpointer.save(step, state, {**meta, "step": step, "loader": loader.get_state()})
+    progress.close()
+    jax.block_until_ready(state)
+    train_seconds = time.perf_counter() - loop_start - train_step.compile_seconds
+
+    # Evaluate: the test split at its own sizes, then the grid of test sizes.
+    test = Subset(dataset.test, config.eval_examples) if config.eval_examples else dataset.test
+    eval_kw = dict(batch_size=config.eval_batch_size, min_size=min_size, mesh=mesh)
+    native = evaluate(eval_step, state, test, None, mode="resize", **eval_kw)
+    recal = _recalibrator(config, graphdef, state, dataset, steps_kw, eval_kw)
+    grid = {}
+    for size in eval_sizes:
+        size_state = recal(size) if recal else state
+        grid[size_key(size)] = evaluate(
+            eval_step, size_state, test, size, mode=config.eval_mode, **eval_kw
+        )
+    eval_step_count = eval_step.compiles + (recal.compiles if recal else 0)
+    for key, result in grid.items():
+        writer.write(total_steps, "eval", {"size": key, **result})
+    writer.write(total_steps, "test", native)
+    writer.close()
+
+    summary = {
+        "test_accuracy": native["accuracy"],
+        "test_loss": native["loss"],
+        "eval_accuracy": {k: r["accuracy"] for k, r in grid.items()},
+        "eval_loss": {k: r["loss"] for k, r in grid.items()},
+        "eval_mode": config.eval_mode,
+        "train_compiles": train_step.compiles,
+        "train_compile_seconds": train_step.compile_seconds,
+        "train_compile_shapes": [list(s) for s in train_step.shapes],
+        "eval_compiles": eval_step_count,
+        "buckets": [list(b) for b in buckets],
+        "train_size": train_size,
+        "padding_efficiency": loader.padding_efficiency,
+        "train_examples_per_sec": examples / train_seconds
+        if examples and train_seconds > 0
+        else None,
+        "loader_examples_per_sec": loader.examples_per_second,
+        "wall_time_s": time.perf_counter() - start_time,
+        "steps": total_steps,
+        "resumed_from_step": resumed_from,
+        "final_loss": final_loss,
+        "num_params": int(sum(p.size for p in jax.tree.leaves(state["params"]))),
+        "devices": mesh.size,
+        "device_kind": jax.devices()[0].device_kind,
+        "dataset": dataset.name,
+        "model": config.model,
+    }
+    if "pointing_game" in native:
+        summary["pointing_game"] = native["pointing_game"]
+        summary["eval_pointing_game"] = {k: r["pointing_game"] for k, r in grid.items()}
+    if jax.process_index() == 0:
+        write_json(os.path.join(workdir, "summary.json"), summary)
+        if d == 2 and len(grid) > 1:
+            from fcn_jax.plots import heatmap
+
+            heatmap(
+                summary["eval_accuracy"],
+                os.path.join(workdir, "eval_heatmap.png"),
+                f"{config.model} trained on {train_size}",
+            )
+    return summary
+
+
+def _pick(batch: dict, keys) -> dict:
+    return {k: batch[k] for k in keys}
+
+
+def _batch_spec(batch: int, size, channels: int) -> dict:
+    local = batch // jax.process_count()
+    return {
+        "image": jax.ShapeDtypeStruct((local * jax.process_count(), *size, channels), np.float32),
+        "label": jax.ShapeDtypeStruct((local * jax.process_count(),), np.int32),
+        "sizes": jax.ShapeDtypeStruct((local * jax.process_count(), len(size)), np.int32),
+    }
+
+
+class _Recalibrator:
+    """Per test size: the state with BatchNorm statistics re-estimated at that size."""
+
+    def __init__(self, stats_step, state, dataset, eval_kw):
+        self._step, self._state, self._dataset, self._kw = stats_step, state, dataset, eval_kw
+
+    @property
+    def compiles(self) -> int:
+        return self._step.compiles
+
+    def __call__(self, size):
+        return recalibrate_bn(
+            self._step,
+            self._state,
+            self._dataset.train,
+            size,
+            batches=RECALIBRATION_BATCHES,
+            **self._kw,
+        )
+
+
+def _recalibrator(config, graphdef, state, dataset, steps_kw, eval_kw):
+    if not config.recalibrate_bn:
+        return None
+    recal_graphdef = recalibration_graphdef(graphdef, state)
+    if recal_graphdef is None:
+        logging.warning("--recalibrate_bn: the model has no BatchNorm; nothing to recalibrate")
+        return None
+    fn = functools.partial(batch_stats_step, graphdef=recal_graphdef)
+    stats_step = CompiledStep(fn, "bn-stats", donate=False, **steps_kw)
+    return _Recalibrator(stats_step, state, dataset, eval_kw)

@@ -1,0 +1,285 @@
+"""Training: every dataset kind, compile counts, resume after SIGKILL, NaN guard, 4 devices."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from fcn_jax.checkpoint import Checkpointer, CheckpointError, restore_model
+from fcn_jax.config import TrainConfig
+from fcn_jax.data import parse_size_policy
+from fcn_jax.train import NonFiniteLossError, train_and_evaluate
+
+SUMMARY_KEYS = {
+    "test_accuracy",
+    "eval_accuracy",
+    "train_compiles",
+    "eval_compiles",
+    "buckets",
+    "padding_efficiency",
+    "train_examples_per_sec",
+    "wall_time_s",
+    "steps",
+    "final_loss",
+}
+
+
+def tiny(data_dir, **kw) -> TrainConfig:
+    """A few steps of a narrow seed model on 32 test examples."""
+    base = dict(
+        dataset="procedural_digits/tiny_variable",
+        data_dir=data_dir,
+        width=0.25,
+        steps=6,
+        batch_size=16,
+        eval_batch_size=32,
+        eval_examples=32,
+        eval_sizes="24,24x16",
+        buckets="auto:2",
+        log_every=3,
+        checkpoint_every=3,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def run(config, workdir) -> dict:
+    summary = train_and_evaluate(config, str(workdir))
+    assert SUMMARY_KEYS <= set(summary)
+    on_disk = json.load(open(os.path.join(workdir, "summary.json")))
+    assert on_disk["eval_accuracy"] == summary["eval_accuracy"]
+    assert np.isfinite(summary["final_loss"])
+    return summary
+
+
+def test_builtin_2d_outputs(tfds_dir, tmp_path):
+    s = run(tiny(tfds_dir), tmp_path)
+    assert set(s["eval_accuracy"]) == {"24x24", "24x16"}
+    assert 0 <= s["pointing_game"] <= 1  # the digits carry boxes
+    for name in ("config.json", "metrics.jsonl", "summary.json", "eval_heatmap.png"):
+        assert os.path.getsize(tmp_path / name) > 0
+    assert os.listdir(tmp_path / "tensorboard")
+    kinds = [json.loads(line)["kind"] for line in open(tmp_path / "metrics.jsonl")]
+    assert kinds.count("train") == 2 and kinds.count("eval") == 2 and "test" in kinds
+
+
+def test_builtin_1d(tfds_dir, tmp_path):
+    s = run(tiny(tfds_dir, dataset="mnist1d/tiny_variable", eval_sizes="32,48"), tmp_path)
+    assert set(s["eval_accuracy"]) == {"32", "48"}
+
+
+def test_npz_fixed_size(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 20, 20), np.uint8)
+    labels = rng.integers(0, 3, 40)
+    path = tmp_path / "d.npz"
+    np.savez(
+        path,
+        train_images=images,
+        train_labels=labels,
+        test_images=images[:8],
+        test_labels=labels[:8],
+    )
+    s = run(tiny(None, dataset=f"npz:{path}", buckets=None, eval_sizes="20"), tmp_path / "run")
+    assert s["train_size"] == "fixed:20x20" and s["train_compiles"] == 1
+
+
+def test_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        os.makedirs(tmp_path / "data" / c)
+        for i in range(12):
+            h, w = rng.integers(12, 30, 2)
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), np.uint8)).save(
+                tmp_path / "data" / c / f"{i}.png"
+            )
+    s = run(tiny(None, dataset=f"folder:{tmp_path / 'data'}", eval_sizes="16"), tmp_path / "run")
+    assert set(s["eval_accuracy"]) == {"16"}
+
+
+def test_tfds_name_under_mock_data(tmp_path):
+    with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
+        s = run(tiny(None, dataset="mnist", buckets=None, eval_sizes="28"), tmp_path)
+    assert s["train_size"] == "fixed:28x28"
+
+
+@pytest.mark.parametrize("train_size", ["fixed:20", "mixed:16-24:8", "native"])
+def test_one_compile_per_bucket(tfds_dir, tmp_path, train_size):
+    config = tiny(
+        tfds_dir,
+        train_size=train_size,
+        steps=8,
+        eval_sizes="24",
+        buckets="auto:3" if train_size == "native" else None,
+    )
+    s = run(config, tmp_path)
+    shapes = {tuple(x[1:3]) for x in s["train_compile_shapes"]}
+    assert s["train_compiles"] == len(shapes)  # never twice for one shape
+    assert shapes <= {tuple(b) for b in s["buckets"]}
+    if train_size.startswith("mixed"):
+        policy = parse_size_policy(train_size, 2)
+        drawn = {policy.draw_size(config.seed, step) for step in range(8)}
+        assert shapes == drawn
+    if train_size == "fixed:20":
+        assert s["train_compiles"] == 1
+
+
+def test_precompile_compiles_every_bucket(tfds_dir, tmp_path):
+    s = run(tiny(tfds_dir, precompile=True, steps=2, buckets="auto:3"), tmp_path)
+    assert s["train_compiles"] == len(s["buckets"]) == 3
+
+
+def test_non_finite_loss_stops_with_step(tfds_dir, tmp_path):
+    config = tiny(
+        tfds_dir,
+        optimizer="sgd",
+        learning_rate=1e12,
+        schedule="constant",
+        steps=30,
+        log_every=1,
+        checkpoint_every=1,
+    )
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step (\d+)") as e:
+        train_and_evaluate(config, str(tmp_path))
+    bad = int(e.value.args[0].split("step ")[1].split(";")[0])
+    assert Checkpointer(str(tmp_path)).latest_step() == bad - 1  # the last good one is kept
+    assert not os.path.exists(tmp_path / "summary.json")
+
+
+def test_changed_flags_refuse_to_resume(tfds_dir, tmp_path):
+    run(tiny(tfds_dir, steps=3), tmp_path)
+    with pytest.raises(CheckpointError, match="--width=0.25"):
+        train_and_evaluate(tiny(tfds_dir, steps=3, width=0.5), str(tmp_path))
+
+
+def test_corrupt_checkpoint_is_an_error(tfds_dir, tmp_path):
+    run(tiny(tfds_dir, steps=3), tmp_path)
+    ckpt = tmp_path / "checkpoints" / "3" / "state"
+    for root, _, files in os.walk(ckpt):
+        for f in files:
+            open(os.path.join(root, f), "wb").close()  # truncate every file
+    with pytest.raises(CheckpointError, match="cannot restore checkpoint"):
+        train_and_evaluate(tiny(tfds_dir, steps=6), str(tmp_path))
+
+
+def cli(args, env=None, **kw):
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments.train", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+        **kw,
+    )
+
+
+def cli_flags(tfds_dir, workdir, steps):
+    return [
+        f"--workdir={workdir}",
+        f"--data_dir={tfds_dir}",
+        "--dataset=procedural_digits/tiny_variable",
+        "--width=0.25",
+        f"--steps={steps}",
+        "--batch_size=16",
+        "--buckets=auto:2",
+        "--checkpoint_every=2",
+        "--log_every=2",
+        "--eval_examples=16",
+        "--eval_batch_size=16",
+        "--eval_sizes=24",
+    ]
+
+
+def params_of(workdir):
+    from flax import nnx
+
+    return [
+        np.asarray(p)
+        for p in __import__("jax").tree.leaves(nnx.state(restore_model(str(workdir)), nnx.Param))
+    ]
+
+
+def test_resume_after_sigkill_gives_identical_params(tfds_dir, tmp_path):
+    steps = 24
+    # The reference runs uninterrupted; the other is killed twice mid-training, then finished.
+    reference = cli(cli_flags(tfds_dir, tmp_path / "ref", steps))
+    killed = tmp_path / "killed"
+    for _ in range(2):
+        proc = cli(cli_flags(tfds_dir, killed, steps))
+        before = Checkpointer(str(killed)).latest_step() or 0
+        deadline = time.time() + 120
+        while (Checkpointer(str(killed)).latest_step() or 0) <= before and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(float(np.random.default_rng(before).uniform(0, 0.5)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert Checkpointer(str(killed)).latest_step() < steps  # it really was interrupted
+    finish = cli(cli_flags(tfds_dir, killed, steps))
+    for p in (reference, finish):
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    for a, b in zip(params_of(tmp_path / "ref"), params_of(killed), strict=True):
+        np.testing.assert_array_equal(a, b)
+    summary = json.load(open(killed / "summary.json"))
+    assert summary["steps"] == steps and summary["resumed_from_step"] > 0
+
+
+def test_bad_flag_fails_fast_with_one_line(tmp_path):
+    for flag, text in [
+        ("--model=vgg", "--model='vgg'"),
+        ("--steps=-3", "--steps=-3"),
+        ("--train_size=mixed:abc", "mixed:abc"),
+        ("--dataset=no_such_dataset_xyz", "no_such_dataset_xyz"),
+    ]:
+        proc = cli([f"--workdir={tmp_path}", flag])
+        _, err = proc.communicate(timeout=120)
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert proc.returncode != 0 and len(lines) == 1 and text in lines[0], err[-1500:]
+        assert "Traceback" not in err
+
+
+FOUR_DEVICES = """
+import json, sys, jax, numpy as np
+from flax import nnx
+from fcn_jax.config import TrainConfig
+from fcn_jax.checkpoint import restore_model
+from fcn_jax.train import train_and_evaluate
+cfg = TrainConfig(dataset="procedural_digits/tiny_variable", data_dir=sys.argv[1], width=0.25,
+                  steps=4, batch_size=16, eval_batch_size=16, eval_examples=16, eval_sizes="24",
+                  buckets="auto:2", log_every=1, checkpoint_every=4)
+train_and_evaluate(cfg, sys.argv[2])
+params = jax.tree.leaves(nnx.state(restore_model(sys.argv[2]), nnx.Param))
+np.savez(sys.argv[2] + "/params.npz", *[np.asarray(p) for p in params])
+print(json.dumps({"devices": jax.device_count()}))
+"""
+
+
+def test_four_devices_match_one(tfds_dir, tmp_path):
+    results = {}
+    for n in (1, 4):
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+        out = subprocess.run(
+            [sys.executable, "-c", FOUR_DEVICES, tfds_dir, str(tmp_path / str(n))],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert json.loads(out.stdout.splitlines()[-1])["devices"] == n
+        losses = [
+            json.loads(line)["loss"]
+            for line in open(tmp_path / str(n) / "metrics.jsonl")
+            if json.loads(line)["kind"] == "train"
+        ]
+        params = np.load(tmp_path / str(n) / "params.npz")
+        results[n] = (losses, [params[k] for k in sorted(params.files)])
+    np.testing.assert_allclose(results[1][0], results[4][0], rtol=1e-5)
+    for a, b in zip(results[1][1], results[4][1], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
