@@ -216,17 +216,19 @@ def restore_run(workdir: str):
         raise ValueError(f"cannot restore runs: fcn_jax.checkpoint.restore_model: {e}") from None
     try:
         model = restore_model(workdir)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError) as e:  # RuntimeError: CheckpointError
         raise ValueError(f"cannot restore a model from {workdir!r}: {e}") from None
     model.eval()
     return model
 
 
 def run_class_names(workdir: str) -> list[str] | None:
-    """Class names recorded in a run's ``config.json`` (key ``class_names``), if any."""
+    """Class names recorded in a run's ``config.json`` (``class_names`` at the top or under
+    ``dataset``), if any; None otherwise (predictions then name classes by index)."""
     try:
         with open(os.path.join(workdir, "config.json")) as f:
-            names = json.load(f).get("class_names")
+            config = json.load(f)
+        names = config.get("class_names") or config.get("dataset", {}).get("class_names")
     except (OSError, ValueError, AttributeError):
         return None
     return [str(n) for n in names] if isinstance(names, list) else None
