@@ -27,14 +27,17 @@ def _one_line(e: Exception) -> str:
 class Checkpointer:
     """Save/restore ``(state, meta)`` pairs under ``WORKDIR/checkpoints/<step>``."""
 
-    def __init__(self, workdir: str, max_to_keep: int = 2):
+    def __init__(self, workdir: str, max_to_keep: int = 2, *, writer: bool = False):
+        """``writer``: the training process, which also removes temporary directories left by
+        a killed save (readers must not: a live run may be writing them)."""
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep,
                 enable_async_checkpointing=False,
-                cleanup_tmp_directories=True,
+                cleanup_tmp_directories=writer,
+                read_only=not writer,
             ),
         )
 
@@ -79,6 +82,15 @@ class Checkpointer:
         return restored.state, restored.meta
 
 
+def _unwrap_values(tree):
+    """Raw restored ``nnx.State`` nests each array as ``{"value": array}``: drop that level."""
+    if isinstance(tree, dict):
+        if set(tree) == {"value"} and not isinstance(tree["value"], dict):
+            return tree["value"]
+        return {k: _unwrap_values(v) for k, v in tree.items()}
+    return tree
+
+
 def restore_model(workdir: str) -> FCN:
     """The trained model of a run directory, in eval mode."""
     config_path = os.path.join(workdir, "config.json")
@@ -96,7 +108,7 @@ def restore_model(workdir: str) -> FCN:
     ):
         state = nnx.state(model, collection)
         try:
-            nnx.replace_by_pure_dict(state, values)
+            nnx.replace_by_pure_dict(state, _unwrap_values(values))
         except Exception as e:
             raise CheckpointError(f"checkpoint in {workdir} does not fit its config: {e}") from e
         nnx.update(model, state)

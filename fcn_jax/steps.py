@@ -68,7 +68,7 @@ def train_step(
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     step = state["step"] + 1
-    ok = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads)) & (state["bad_step"] == 0)
+    ok = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads)) & (state["bad_step"] == 0)
 
     def keep_if_ok(new, old):
         return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)

@@ -185,7 +185,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
     eval_graphdef = nnx.split(model, nnx.Param, ...)[0]
 
     # Resume, or start and record the setup.
-    checkpointer = Checkpointer(workdir)
+    checkpointer = Checkpointer(workdir, writer=True)
     config_path = os.path.join(workdir, "config.json")
     start_step, resumed_from = 0, None
     if checkpointer.latest_step() is not None:

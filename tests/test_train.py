@@ -94,13 +94,14 @@ def test_folder(tmp_path):
     rng = np.random.default_rng(0)
     for c in ("cat", "dog"):
         os.makedirs(tmp_path / "data" / c)
-        for i in range(12):
+        for i in range(30):
             h, w = rng.integers(12, 30, 2)
             Image.fromarray(rng.integers(0, 256, (h, w, 3), np.uint8)).save(
                 tmp_path / "data" / c / f"{i}.png"
             )
-    s = run(tiny(None, dataset=f"folder:{tmp_path / 'data'}", eval_sizes="16"), tmp_path / "run")
-    assert set(s["eval_accuracy"]) == {"16"}
+    config = tiny(None, dataset=f"folder:{tmp_path / 'data'}", eval_sizes="16", batch_size=8)
+    s = run(config, tmp_path / "run")
+    assert set(s["eval_accuracy"]) == {"16x16"}
 
 
 def test_tfds_name_under_mock_data(tmp_path):
@@ -165,7 +166,7 @@ def test_corrupt_checkpoint_is_an_error(tfds_dir, tmp_path):
         for f in files:
             open(os.path.join(root, f), "wb").close()  # truncate every file
     with pytest.raises(CheckpointError, match="cannot restore checkpoint"):
-        train_and_evaluate(tiny(tfds_dir, steps=6), str(tmp_path))
+        train_and_evaluate(tiny(tfds_dir, steps=3), str(tmp_path))
 
 
 def cli(args, env=None, **kw):
@@ -205,25 +206,38 @@ def params_of(workdir):
     ]
 
 
+def saved_steps(workdir) -> list[int]:
+    """Finished checkpoint steps, read from the directory (not via orbax: a run is writing)."""
+    directory = workdir / "checkpoints"
+    return [int(d) for d in os.listdir(directory) if d.isdigit()] if directory.exists() else []
+
+
 def test_resume_after_sigkill_gives_identical_params(tfds_dir, tmp_path):
-    steps = 24
-    # The reference runs uninterrupted; the other is killed twice mid-training, then finished.
-    reference = cli(cli_flags(tfds_dir, tmp_path / "ref", steps))
-    killed = tmp_path / "killed"
-    for _ in range(2):
-        proc = cli(cli_flags(tfds_dir, killed, steps))
-        before = Checkpointer(str(killed)).latest_step() or 0
-        deadline = time.time() + 120
-        while (Checkpointer(str(killed)).latest_step() or 0) <= before and time.time() < deadline:
-            time.sleep(0.2)
-        time.sleep(float(np.random.default_rng(before).uniform(0, 0.5)))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert Checkpointer(str(killed)).latest_step() < steps  # it really was interrupted
-    finish = cli(cli_flags(tfds_dir, killed, steps))
-    for p in (reference, finish):
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err[-2000:]
+    steps, killed = 16, tmp_path / "killed"
+    flags = cli_flags(tfds_dir, killed, steps) + [f"--compilation_cache_dir={tmp_path / 'cache'}"]
+    proc = cli(flags)
+    # Kill at a random moment after the first checkpoint, while training goes on.
+    deadline = time.time() + 240
+    while not saved_steps(killed) and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(float(np.random.default_rng().uniform(0, 0.3)))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert max(saved_steps(killed)) < steps  # it really was interrupted
+    finish = cli(flags)
+    _, err = finish.communicate(timeout=300)
+    assert finish.returncode == 0, err[-2000:]
+    # The reference runs uninterrupted, in this process.
+    config = tiny(
+        tfds_dir,
+        steps=steps,
+        checkpoint_every=2,
+        log_every=2,
+        eval_examples=16,
+        eval_batch_size=16,
+        eval_sizes="24",
+    )
+    train_and_evaluate(config, str(tmp_path / "ref"))
     for a, b in zip(params_of(tmp_path / "ref"), params_of(killed), strict=True):
         np.testing.assert_array_equal(a, b)
     summary = json.load(open(killed / "summary.json"))
