@@ -274,9 +274,11 @@ def _draw_clutter(
 
 @dataclasses.dataclass(eq=False, kw_only=True)
 class ProceduralDigitsConfig(tfds.core.BuilderConfig):
-    """Canvas size range (inclusive, drawn independently for height and width) and counts."""
+    """Canvas sides drawn independently for height and width from ``canvas_range`` (inclusive)
+    in steps of ``canvas_step``, and example counts."""
 
     canvas_range: tuple[int, int] = (16, 64)
+    canvas_step: int = 16
     centered: bool = False  # MNIST-like centered layout (see RenderParams.centered)
     num_train: int = 20_000
     num_test: int = 4_000
@@ -295,8 +297,10 @@ class ProceduralDigits(tfds.core.GeneratorBasedBuilder):
     """Procedurally drawn digits 0-9 on canvases of fixed or variable size; no download.
 
     Configs (the first, `variable`, is the default):
-      variable:       20000 train / 4000 test, canvas height and width each in [16, 64],
-                      digit scale and position random (digit fully inside the canvas).
+      variable:       20000 train / 4000 test, canvas height and width drawn independently
+                      from {16, 32, 48, 64} (16 shapes), digit scale and position random
+                      (digit fully inside the canvas).
+      continuous:     like `variable` but each side uniform over every integer in [16, 64].
       fixed28:        20000 train / 4000 test, 28x28 canvas, MNIST-like centered digit.
       tiny_variable:  512 train / 256 test, like `variable`; for fast tests.
       tiny_fixed28:   512 train / 256 test, like `fixed28`; for fast tests.
@@ -316,16 +320,26 @@ class ProceduralDigits(tfds.core.GeneratorBasedBuilder):
     passed to the model) the same FCN reaches 0.74 after 2 epochs and is still improving: the
     largest digits exceed its 22 px receptive field, so this config rewards bigger models.
     Build times on that CPU: `variable` ~16 s, `fixed28` ~15 s, tiny configs < 1 s.
+
+    Why `variable` draws sides on a 16-pixel grid: batches of mixed sizes are padded to a few
+    bucket shapes, and with 16 distinct shapes 8 buckets waste little (measured padding
+    efficiency 0.87 with `auto:8`), as with real collections whose images come in a few
+    formats. With sides uniform over [16, 64] (`continuous`, 1936 shapes) the best 8 buckets
+    reach only 0.69 and 40 are needed for 0.85.
     """
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release.",
+        "1.1.0": "`variable` canvas sides on a 16-pixel grid; `continuous` config added.",
+    }
     BUILDER_CONFIGS = [
-        _config("variable", "Canvas height/width each in [16, 64], random digit scale/position."),
+        _config("variable", "Canvas sides from {16, 32, 48, 64}, random digit scale/position."),
         _config(
             "fixed28", "28x28 MNIST-like centered digits.", canvas_range=(28, 28), centered=True
         ),
         _config("tiny_variable", "Small `variable` for tests.", num_train=512, num_test=256),
+        _config("continuous", "Canvas sides uniform in [16, 64].", canvas_step=1),
         _config(
             "tiny_fixed28",
             "Small `fixed28` for tests.",
@@ -385,7 +399,8 @@ def generate_example(
     """
     rng = np.random.default_rng([config.seed, _SPLIT_IDS[split], index])
     lo, hi = config.canvas_range
-    height, width = (int(v) for v in rng.integers(lo, hi + 1, size=2))
+    sides = np.arange(lo, hi + 1, config.canvas_step)
+    height, width = (int(v) for v in rng.choice(sides, size=2))
     label = index % 10  # balanced classes; TFDS shuffles the stored order by key hash
     image, bbox = render_digit(rng, label, height, width, config.render_params)
     return image, label, bbox
