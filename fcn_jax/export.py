@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 
 import jax
 import numpy as np
+
+from fcn_jax.outputs import write_atomic
 
 MAGIC = b"fcn_jax-export/1"
 DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
@@ -103,22 +104,6 @@ def model_metadata(model, class_names: Sequence[str] | None = None, platforms=()
     }
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".export", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def export_model(
     model,
     path: str,
@@ -135,7 +120,7 @@ def export_model(
     meta = model_metadata(model, class_names, platforms)
     blob = export_function(model, platforms).serialize()
     header = json.dumps(meta, separators=(",", ":")).encode()
-    _atomic_write(path, MAGIC + b"\n" + header + b"\n" + bytes(blob))
+    write_atomic(path, MAGIC + b"\n" + header + b"\n" + bytes(blob))
     return path
 
 

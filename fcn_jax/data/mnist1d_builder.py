@@ -14,9 +14,9 @@ import random
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 from mnist1d.data import get_dataset_args, make_dataset
 
+from fcn_jax.data.offline_builder import OfflineBuilder
 from fcn_jax.data.procedural_digits import prepare
 
 __all__ = ["Mnist1d", "Mnist1dConfig", "generate_split", "prepare"]
@@ -74,7 +74,7 @@ def generate_split(config: Mnist1dConfig, split: str) -> tuple[list[np.ndarray],
     return out, ys.astype(np.int64)
 
 
-class Mnist1d(tfds.core.GeneratorBasedBuilder):
+class Mnist1d(OfflineBuilder):
     """MNIST-1D (Greydanus 2020): 1-D signals of digits 0-9, generated offline.
 
     Configs (the first, `standard`, is the default):
@@ -105,14 +105,6 @@ class Mnist1d(tfds.core.GeneratorBasedBuilder):
             num_test=128,
         ),
     ]
-
-    # TFDS's default `code_path` lookup imports `importlib_resources`, which TFDS does not
-    # depend on; the path only serves to find an (absent) checksums file next to this module.
-    code_path = epath.Path(__file__)
-
-    def __init__(self, *, file_format=None, **kwargs):
-        # ArrayRecord (random access, no TensorFlow) unless the caller asks otherwise.
-        super().__init__(file_format=file_format or "array_record", **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(

@@ -22,7 +22,8 @@ import functools
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
+
+from fcn_jax.data.offline_builder import OfflineBuilder
 
 _SPLIT_IDS = {"train": 0, "test": 1}
 
@@ -293,7 +294,7 @@ def _config(name: str, description: str, **kw) -> ProceduralDigitsConfig:
     return ProceduralDigitsConfig(name=name, description=description, **kw)
 
 
-class ProceduralDigits(tfds.core.GeneratorBasedBuilder):
+class ProceduralDigits(OfflineBuilder):
     """Procedurally drawn digits 0-9 on canvases of fixed or variable size; no download.
 
     Configs (the first, `variable`, is the default):
@@ -349,14 +350,6 @@ class ProceduralDigits(tfds.core.GeneratorBasedBuilder):
             num_test=256,
         ),
     ]
-
-    # TFDS's default `code_path` lookup imports `importlib_resources`, which TFDS does not
-    # depend on; the path only serves to find an (absent) checksums file next to this module.
-    code_path = epath.Path(__file__)
-
-    def __init__(self, *, file_format=None, **kwargs):
-        # ArrayRecord (random access, no TensorFlow) unless the caller asks otherwise.
-        super().__init__(file_format=file_format or "array_record", **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
