@@ -1,0 +1,118 @@
+"""The benchmark table: targets and met flags, its JSON and markdown forms, and a smoke run of
+``python -m benchmarks.run`` (every part's code path on tiny data; timings are not checked)."""
+
+import json
+import math
+import os
+
+import pytest
+
+from benchmarks import bench_table
+from benchmarks.bench_table import Row, cells, met_flag, parse_markdown_table, to_markdown
+
+PARTS = ("1 compile", "2 padding", "3 throughput", "4 vs PyTorch", "5 time to acc.", "6 loader")
+# Rows whose value may be missing: the measurement was skipped or the goal not reached.
+MAY_BE_EMPTY = ("4 vs PyTorch", "seconds to", "steps to", "buckets needed")
+POSITIVE_UNITS = ("compiles", "s", "ex/s", "px/s", "×", "img/s", "steps", "buckets")
+
+
+@pytest.mark.parametrize(
+    "value, target, expected",
+    [
+        (8, "<= 8", "yes"),
+        (9, "<= 8", "no"),
+        (0.9, ">= 0.9", "yes"),
+        (0.69, ">= 0.9", "no"),
+        (3.0, "> 3", "no"),
+        (2.9, "< 3", "yes"),
+        (None, ">= 1", "n.a."),
+        (1.0, None, "n.a."),
+        (float("nan"), ">= 1", "n.a."),
+    ],
+)
+def test_met_flag(value, target, expected):
+    assert met_flag(value, target) == expected
+
+
+def test_bad_target_rejected():
+    with pytest.raises(ValueError, match="bad target"):
+        Row("p", "n", 1.0, "u", target="at least 3")
+
+
+def test_format_value():
+    assert bench_table.format_value(None) == "-"
+    assert bench_table.format_value(1234567.8) == "1,234,568"
+    assert bench_table.format_value(8.0) == "8"
+    assert bench_table.format_value(0.68712) == "0.687"
+
+
+def test_markdown_round_trip_with_bars_in_notes():
+    rows = [
+        Row("1 x", "a | b", 0.5, "u", ">= 0.9", "note | with bar").to_dict(),
+        Row("2 y", "skipped", None, "img/s", ">= 1", "torch absent").to_dict(),
+    ]
+    parsed = parse_markdown_table(to_markdown(rows, "# title"))
+    assert [list(r.values()) for r in parsed] == [cells(r) for r in rows]
+    assert [r["met"] for r in parsed] == ["no", "n.a."]
+
+
+@pytest.fixture(scope="module")
+def smoke(tfds_dir, tmp_path_factory):
+    from benchmarks import run
+
+    out = str(tmp_path_factory.mktemp("bench"))
+    status = run.main(["--smoke", f"--out={out}", f"--data_dir={tfds_dir}"])
+    with open(os.path.join(out, "benchmarks.json")) as f:
+        result = json.load(f)
+    with open(os.path.join(out, "benchmarks.md")) as f:
+        markdown = f.read()
+    return status, result, markdown
+
+
+def test_smoke_run_has_every_part_and_no_failure(smoke):
+    status, result, _ = smoke
+    rows = result["rows"]
+    failed = [r for r in rows if r["note"].startswith("failed:")]
+    assert status == 0 and not failed, failed
+    assert {r["part"] for r in rows} == set(PARTS)
+    assert result["level"] == "smoke"
+    assert result["machine"]["cores"] >= 1 and result["date"]
+
+
+def test_smoke_values_and_met_flags(smoke):
+    _, result, _ = smoke
+    for row in result["rows"]:
+        value = row["value"]
+        assert row["met"] == met_flag(value, row["target"]), row
+        if value is None:
+            assert any(k in row["part"] + row["name"] for k in MAY_BE_EMPTY), row
+            assert row["met"] == "n.a." and row["note"], row
+            continue
+        assert math.isfinite(value), row
+        if row["unit"] in POSITIVE_UNITS:
+            assert value > 0, row
+        if row["unit"] in ("valid/padded", "accuracy"):
+            assert 0 <= value <= 1, row
+
+
+def test_smoke_specific_rows(smoke):
+    _, result, _ = smoke
+    by_name = {r["name"]: r for r in result["rows"]}
+    bucketed = by_name["train compiles, native auto:8"]
+    assert bucketed["target"] == "<= 8" and 1 <= bucketed["value"] <= 8
+    naive = by_name["train compiles, naive jax.jit"]
+    assert naive["value"] >= 1
+    ratios = [r for r in result["rows"] if r["name"].endswith("÷ fixed, valid px/s")]
+    assert {r["name"].split()[0] for r in ratios} == {"mixed", "native", "pad-to-max"}
+    assert all(r["target"] == ">= 0.9" for r in ratios if r["name"].split()[0] != "pad-to-max")
+    loader = [r for r in result["rows"] if r["part"] == "6 loader"]
+    assert len(loader) == 3 and all(r["target"] == ">= 3" for r in loader)
+    torch_rows = [r for r in result["rows"] if r["part"] == "4 vs PyTorch"]
+    assert torch_rows and all(r["value"] is not None or r["note"] for r in torch_rows)
+
+
+def test_smoke_markdown_matches_json(smoke):
+    _, result, markdown = smoke
+    assert markdown.startswith("# Benchmarks (smoke)")
+    parsed = parse_markdown_table(markdown)
+    assert [list(r.values()) for r in parsed] == [cells(r) for r in result["rows"]]
