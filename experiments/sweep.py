@@ -1,0 +1,78 @@
+"""Sweep training flags × seeds, run locally or as a Slurm array, and aggregate the results.
+
+    python -m experiments.sweep --workdir=runs/sweep --grid=grid.json --seeds=0,1
+    python -m experiments.sweep --workdir=runs/lr --set=model=seed,allcnn \
+        --set=learning_rate=1e-3,3e-3 --steps=500
+    python -m experiments.sweep --workdir=runs/sweep --grid=grid.py --launcher=slurm \
+        --sbatch=--gres=gpu:1 --sbatch=--time=02:00:00
+    python -m experiments.sweep --workdir=runs/sweep --aggregate_only
+
+A grid file is JSON ({"model": ["seed", "allcnn"], "train_size": ["fixed:28", "mixed:16-56:20"]})
+or Python defining GRID = {...}. Every other experiments.train flag is a base flag given to all
+runs. Runs live in WORKDIR/runs/<name>/; finished ones are skipped; a failed one leaves
+error.txt and makes the exit status 1. Results: WORKDIR/results.csv and results.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from absl import app, flags
+
+from experiments.flags import define_flags, run_cleanly
+from fcn_jax import sweep
+from fcn_jax.config import TrainConfig, field_help
+
+define_flags(TrainConfig, field_help())
+flags.DEFINE_string("workdir", "runs/sweep", "sweep directory: runs, results.csv, results.png")
+flags.DEFINE_string("grid", None, "grid file: JSON object or Python file defining GRID")
+flags.DEFINE_multi_string("set", [], "a grid axis KEY=V1,V2 (repeatable; JSON list if commas)")
+flags.DEFINE_list("seeds", ["0"], "seeds of every grid point")
+flags.DEFINE_enum("launcher", "local", ["local", "slurm"], "run locally or write a Slurm array")
+flags.DEFINE_integer("max_parallel", 2, "local: runs at once (at most one per accelerator)")
+flags.DEFINE_boolean("aggregate_only", False, "only aggregate the runs already in --workdir")
+flags.DEFINE_multi_string("sbatch", [], "slurm: an extra #SBATCH directive, e.g. --gres=gpu:1")
+flags.DEFINE_string("python", sys.executable, "Python interpreter of the runs")
+
+ERRORS = (ValueError, FileNotFoundError)
+
+
+def base_flags() -> dict:
+    """The training flags given explicitly on the command line (they go to every run)."""
+    f = flags.FLAGS
+    return {x.name: f[x.name].value for x in dataclasses.fields(TrainConfig) if f[x.name].present}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    f = flags.FLAGS
+    if not f.aggregate_only:
+        grids = [sweep.load_grid_file(f.grid)] if f.grid else []
+        grid = sweep.merge_grids(*grids, sweep.parse_set(f.set))
+        try:
+            seeds = [int(s) for s in f.seeds]
+        except ValueError:
+            raise ValueError(f"--seeds={','.join(f.seeds)}: expected integers") from None
+        base = base_flags()
+        runs = sweep.plan_runs(grid, seeds, base)
+        command = ["python", "-m", "experiments.sweep", *sys.argv[1:]]
+        sweep.prepare(f.workdir, runs, grid, seeds, base, command)
+        print(f"{len(runs)} runs in {f.workdir}/runs")
+        if f.launcher == "slurm":
+            path = sweep.write_slurm(runs, f.workdir, python=f.python, directives=f.sbatch)
+            print(f"wrote {path} (one array task per run)")
+            if sweep.submit_slurm(path):
+                print(
+                    f"aggregate later: python -m experiments.sweep --workdir={f.workdir} "
+                    "--aggregate_only"
+                )
+            return 0
+        sweep.run_local(runs, f.workdir, max_parallel=f.max_parallel, python=f.python)
+    rows = sweep.aggregate(f.workdir)
+    return 1 if any(r["status"] == "failed" for r in rows) else 0
+
+
+if __name__ == "__main__":
+    app.run(run_cleanly(main, ERRORS))
