@@ -80,7 +80,35 @@ class TrainConfig:
             raise ValueError(f"--label_smoothing={self.label_smoothing}: expected 0 <= value < 1")
         if self.steps is None and self.epochs is None:
             raise ValueError("give --steps or --epochs")
+        self._check_size_specs()
         return self
+
+    def _check_size_specs(self) -> None:
+        """Syntax of the size strings, before any data is loaded (the dimensionality, 1-D or
+        2-D, comes from the data: a spec must parse for at least one)."""
+        from fcn_jax.data.policies import parse_size_policy, resolve_buckets
+
+        for name, parse in (
+            ("train_size", lambda v, d: parse_size_policy(v, d)),
+            ("eval_sizes", parse_eval_sizes),
+            (
+                "buckets",
+                lambda v, d: resolve_buckets(v, parse_size_policy("native", d), [(1,) * d]),
+            ),
+        ):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            errors = []
+            for d in (2, 1):
+                try:
+                    parse(value, d)
+                    break
+                except ValueError as e:
+                    errors.append(str(e))
+            else:
+                message = errors[0]
+                raise ValueError(message if message.startswith("--") else f"--{name}: {message}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -59,7 +59,8 @@ def train_step(
     """
 
     def loss_fn(params):
-        model = nnx.merge(graphdef, params, state["rest"])
+        # copy: BatchNorm updates its statistics, which must be Variables of this trace level.
+        model = nnx.merge(graphdef, params, state["rest"], copy=True)
         logits = model(batch["image"], batch["sizes"] if use_sizes else None)
         loss = cross_entropy(logits, batch["label"], label_smoothing).mean()
         return loss, (logits, nnx.state(model, nnx.Not(nnx.Param)))

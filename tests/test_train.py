@@ -297,3 +297,24 @@ def test_four_devices_match_one(tfds_dir, tmp_path):
     np.testing.assert_allclose(results[1][0], results[4][0], rtol=1e-5)
     for a, b in zip(results[1][1], results[4][1], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_bfloat16_canvas_and_bn_recalibration(tfds_dir, tmp_path):
+    config = tiny(
+        tfds_dir,
+        model="resnet",
+        depth=1,
+        precision="bfloat16",
+        eval_mode="canvas",
+        eval_sizes="24,32",
+    )
+    plain = run(config, tmp_path)
+    assert plain["eval_mode"] == "canvas"
+    # Re-evaluating the finished run with BatchNorm statistics re-estimated at each test size
+    # trains nothing and changes the evaluation.
+    config.recalibrate_bn = True
+    recal = run(config, tmp_path)
+    assert recal["resumed_from_step"] == config.steps
+    assert recal["eval_compiles"] > plain["eval_compiles"]  # the statistics pass compiles too
+    assert recal["eval_loss"] != plain["eval_loss"]
+    assert recal["test_loss"] == plain["test_loss"]  # native test: no recalibration
