@@ -1,0 +1,139 @@
+"""experiments.compare end to end on a tiny config: report.md, compare.json, the runs'
+summaries and the plots agree; a second invocation reuses the finished runs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from fcn_jax.compare import TRAIN_DEFAULTS, CompareConfig, run_comparison, sort_sizes, stats
+from fcn_jax.config import TrainConfig
+from fcn_jax.data import load_dataset
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(
+    dataset="procedural_digits/tiny_variable",
+    width=0.25,
+    steps=6,
+    batch_size=16,
+    eval_examples=32,
+    eval_batch_size=32,
+    eval_sizes="24,28x16",
+    buckets="auto:2",
+    log_every=3,
+    checkpoint_every=6,
+)
+OPTIONS = dict(seeds=2, fixed_size="24", mixed_size="16-24:8")
+
+
+def cli_flags(tfds_dir: str, workdir) -> list[str]:
+    flags = [f"--{k}={v}" for k, v in {**TINY, **OPTIONS, "data_dir": tfds_dir}.items()]
+    return [f"--workdir={workdir}", *flags]
+
+
+@pytest.fixture(scope="module")
+def compared(tfds_dir, tmp_path_factory):
+    """One comparison through the command line (3 policies x 2 seeds)."""
+    load_dataset(TINY["dataset"], tfds_dir)  # build the data before any other process reads it
+    workdir = tmp_path_factory.mktemp("compare")
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.compare", *cli_flags(tfds_dir, workdir)],
+        cwd=REPO,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return workdir, out.stdout
+
+
+def parse_table(markdown: str, heading: str) -> dict[str, dict[str, tuple]]:
+    """The markdown table after ``heading``: row label → column → (mean, std or None)."""
+    lines = markdown.split(heading, 1)[1].splitlines()
+    rows = [line for line in lines if line.startswith("|")]
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    header, body = rows[0], rows[2:]
+    table = {}
+    for cells in body:
+        parsed = {}
+        for column, cell in zip(header[1:], cells[1:]):
+            mean, _, std = cell.partition(" ± ")
+            parsed[column] = (float(mean), float(std) if std else None)
+        table[cells[0]] = parsed
+    return table
+
+
+def test_report_json_runs_and_plots_agree(compared):
+    workdir, stdout = compared
+    results = json.load(open(workdir / "compare.json"))
+    report = (workdir / "report.md").read_text()
+    policies = results["policies"]
+    assert list(policies) == ["fixed", "mixed", "native"]  # tiny_variable varies in size
+    assert results["seeds"] == [0, 1]
+    assert "28x16" in results["eval_sizes"] and "24x24" in results["eval_sizes"]
+    assert "--seeds=2" in " ".join(results["command"]) and "--seeds=2" in report
+    assert results["machine"]["cpu_count"] == os.cpu_count()
+
+    # Markdown table == compare.json (to the table's 3 decimals, ties rounded to even).
+    table = parse_table(report, "## Accuracy per test size")
+    assert list(table) == [*sort_sizes(results["eval_sizes"]), "own sizes"]
+    for policy, r in policies.items():
+        for size in results["eval_sizes"]:
+            mean, std = table[size][policy]
+            assert mean == pytest.approx(r["eval_accuracy"][size]["mean"], abs=6e-4)
+            assert std == pytest.approx(r["eval_accuracy"][size]["std"], abs=6e-4)
+        assert table["own sizes"][policy][0] == pytest.approx(r["test_accuracy"]["mean"], abs=6e-4)
+
+    # compare.json per-seed values == each run's summary.json.
+    for policy, r in policies.items():
+        assert r["runs"] == [f"{policy}-seed0", f"{policy}-seed1"]
+        summaries = [json.load(open(workdir / "runs" / n / "summary.json")) for n in r["runs"]]
+        assert {s["train_size"] for s in summaries} == {r["train_size"]}
+        for size, stat in r["eval_accuracy"].items():
+            assert stat["values"] == [s["eval_accuracy"][size] for s in summaries]
+            assert stat == stats(stat["values"])
+        assert r["train_compiles"]["values"] == [s["train_compiles"] for s in summaries]
+        assert r["pointing_game"]["values"] == [s["pointing_game"] for s in summaries]
+        assert r["reused"] == [False, False]
+    assert policies["fixed"]["train_size"] == "fixed:24"
+    assert policies["fixed"]["train_compiles"]["values"] == [1, 1]
+
+    # Findings are in the report and printed; both plots are real PNGs.
+    assert results["findings"] and all(f in report for f in results["findings"])
+    assert results["findings"][0] in stdout
+    for name, min_width in (("accuracy_vs_size.png", 300), ("heatmaps.png", 800)):
+        with Image.open(workdir / name) as image:
+            assert image.format == "PNG" and image.width >= min_width
+
+
+def test_second_invocation_reuses_finished_runs(compared, tfds_dir):
+    """The library call with the command line's config retrains nothing."""
+    workdir, _ = compared
+    runs = sorted((workdir / "runs").iterdir())
+    mtimes = {p.name: os.path.getmtime(p / "summary.json") for p in runs}
+    config = CompareConfig(
+        train=TrainConfig(**{**TRAIN_DEFAULTS, **TINY, "data_dir": tfds_dir}), **OPTIONS
+    )
+    results = run_comparison(config, str(workdir))
+    assert all(r["reused"] == [True, True] for r in results["policies"].values())
+    assert {p.name: os.path.getmtime(p / "summary.json") for p in runs} == mtimes
+    assert "(reused)" in (workdir / "report.md").read_text()
+
+
+def test_bad_options_fail_with_one_line(tfds_dir, tmp_path):
+    base = TrainConfig(**{**TINY, "data_dir": tfds_dir})
+    with pytest.raises(ValueError, match="--policies"):
+        CompareConfig(train=base, policies=("fixed", "bogus")).validate()
+    with pytest.raises(ValueError, match="--train_size"):
+        CompareConfig(train=TrainConfig(**{**TINY, "train_size": "fixed:24"})).validate()
+    with pytest.raises(ValueError, match="fixed:0"):
+        run_comparison(CompareConfig(train=base, fixed_size="0"), str(tmp_path))
