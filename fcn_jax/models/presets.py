@@ -3,8 +3,10 @@ are shared. ``width`` scales every channel count, ``depth`` the number of stages
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -102,14 +104,20 @@ def build_model(spec: ModelSpec, seed: int = 0) -> FCN:
         raise ValueError(f"pool must be 'avg' or 'max', got {spec.pool!r}")
     if spec.width <= 0 or (spec.depth is not None and spec.depth < 1):
         raise ValueError(f"width must be > 0 and depth >= 1, got {spec.width}, {spec.depth}")
+    return _jitted_builder(spec)(jax.random.key(seed))
 
-    def build():
-        rngs = nnx.Rngs(seed)
+
+@functools.lru_cache(maxsize=32)
+def _jitted_builder(spec: ModelSpec):
+    """One compiled initializer per spec (the seed is an argument), instead of one small
+    compile per parameter shape: creating a model again, with any seed, compiles nothing."""
+
+    def build(key):
+        rngs = nnx.Rngs(key)
         body, last = PRESETS[spec.name](spec, _ConvFactory(spec, rngs))
         return FCN(spec, body, last, rngs)
 
-    # One compiled initializer instead of one small compile per parameter shape.
-    return nnx.jit(build)()
+    return nnx.jit(build)
 
 
 def create_model(
