@@ -55,7 +55,7 @@ def main(argv):
             seeds = [int(s) for s in f.seeds]
         except ValueError:
             raise ValueError(f"--seeds={','.join(f.seeds)}: expected integers") from None
-        base = base_flags()
+        base = sweep.with_shared_cache(base_flags(), grid, f.workdir)
         runs = sweep.plan_runs(grid, seeds, base)
         command = ["python", "-m", "experiments.sweep", *sys.argv[1:]]
         sweep.prepare(f.workdir, runs, grid, seeds, base, command)

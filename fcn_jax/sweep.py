@@ -217,13 +217,19 @@ def run_name(params: dict, seed: int) -> str:
     return name
 
 
+def with_shared_cache(base: dict, grid: dict, workdir: str) -> dict:
+    """``base`` plus ``compilation_cache_dir=DIR/xla_cache`` unless set: runs of a sweep
+    share most shapes (the eval sizes, often the train sizes), so each compiles them once."""
+    if "compilation_cache_dir" in base or "compilation_cache_dir" in grid:
+        return base
+    return {**base, "compilation_cache_dir": os.path.join(os.path.abspath(workdir), "xla_cache")}
+
+
 def plan_runs(grid: dict[str, list], seeds: list[int], base: dict) -> list[Run]:
     """Every grid point × seed as a :class:`Run`; each point's config is validated first.
 
     ``base``: the base training flags given explicitly (field → value); they go to every run.
     """
-    from fcn_jax.data import parse_size_policy
-
     clash = sorted(set(grid) & set(base))
     if clash:
         raise ValueError(f"--{clash[0]} given both as a base flag and in the grid")
@@ -238,9 +244,7 @@ def plan_runs(grid: dict[str, list], seeds: list[int], base: dict) -> list[Run]:
         where = "grid point " + ", ".join(f"{k}={v}" for k, v in params.items())
         config = TrainConfig(**{**base, **params})
         try:
-            config.validate()
-            if config.train_size is not None:  # syntax only: the data's dims are unknown here
-                _parse_any_dims(config.train_size, parse_size_policy)
+            config.validate()  # includes the syntax of size specs
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
         for seed in seeds:
@@ -252,13 +256,6 @@ def plan_runs(grid: dict[str, list], seeds: list[int], base: dict) -> list[Run]:
             flags = tuple(f for f in (flag(k, v) for k, v in values.items()) if f)
             runs.append(Run(name, params, seed, flags))
     return runs
-
-
-def _parse_any_dims(spec: str, parse) -> None:
-    try:
-        parse(spec, 2)
-    except ValueError:
-        parse(spec, 1)
 
 
 def run_dir(workdir: str, run: Run) -> str:

@@ -1,0 +1,229 @@
+"""Sweeps: grid parsing and errors, run planning, a local 2x2 sweep with one failing run
+(recorded, others finish, rerun skips them), the Slurm array script, aggregation."""
+
+import csv
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from fcn_jax import sweep
+from fcn_jax.data import load_dataset
+from fcn_jax.outputs import write_json
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(
+    dataset="procedural_digits/tiny_variable",
+    width=0.25,
+    steps=6,
+    batch_size=16,
+    eval_examples=32,
+    eval_batch_size=32,
+    eval_sizes="24,28x16",
+    log_every=3,
+    checkpoint_every=6,
+)
+# The seed model's minimum input is 8x8: only model=seed with fixed:6 fails.
+GRID = {"model": ["seed", "allcnn"], "train_size": ["fixed:24", "fixed:6"]}
+FAILING = "model=seed__train_size=fixed_6__seed0"
+
+
+# --- grids and plans (no training) -----------------------------------------------------------
+
+
+def test_set_and_grid_files(tmp_path):
+    grid = sweep.parse_set(
+        ["model=seed,allcnn", "learning_rate=1e-3,3e-3", 'eval_sizes=["24,28x16", "grid:16,28"]']
+    )
+    assert grid == {
+        "model": ["seed", "allcnn"],
+        "learning_rate": [1e-3, 3e-3],
+        "eval_sizes": ["24,28x16", "grid:16,28"],
+    }
+    assert sweep.parse_set(["precompile=true,false", "norm=none,batch"]) == {
+        "precompile": [True, False],
+        "norm": [None, "batch"],
+    }
+    (tmp_path / "g.json").write_text(json.dumps({"steps": [5, 10], "width": 0.5}))
+    assert sweep.load_grid_file(str(tmp_path / "g.json")) == {"steps": [5, 10], "width": [0.5]}
+    (tmp_path / "g.py").write_text("GRID = {'model': ['seed', 'nin']}\n")
+    assert sweep.load_grid_file(str(tmp_path / "g.py")) == {"model": ["seed", "nin"]}
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ('{"lr": [1]}', r"g.json: key 'lr': not a training flag"),
+        ('{"steps": ["ten"]}', r"g.json: key 'steps': 'ten' is not an int"),
+        ('{"steps": []}', r"g.json: key 'steps': empty list"),
+        ('{"seed": [0, 1]}', r"g.json: key 'seed': .*--seeds"),
+        ('{"steps": [null]}', r"g.json: key 'steps': None is not allowed"),
+        ('["steps"]', r"g.json: expected a mapping"),
+        ('{"steps": [1,', r"g.json: not valid JSON"),
+    ],
+)
+def test_bad_grid_files_name_file_and_key(tmp_path, content, match):
+    (tmp_path / "g.json").write_text(content)
+    with pytest.raises(ValueError, match=match):
+        sweep.load_grid_file(str(tmp_path / "g.json"))
+
+
+def test_bad_values_are_caught_before_running():
+    with pytest.raises(ValueError, match=r"--set: key 'learning_rate': 'fast' is not a float"):
+        sweep.parse_set(["learning_rate=1e-3,fast"])
+    with pytest.raises(ValueError, match=r"grid point model=bogus: --model='bogus'"):
+        sweep.plan_runs({"model": ["seed", "bogus"]}, [0], {})
+    with pytest.raises(ValueError, match=r"grid point train_size=fixd:28: .*bad size policy"):
+        sweep.plan_runs({"train_size": ["fixd:28"]}, [0], {})
+    with pytest.raises(ValueError, match="--steps given both"):
+        sweep.plan_runs({"steps": [1]}, [0], {"steps": 2})
+    with pytest.raises(ValueError, match="--seeds"):
+        sweep.plan_runs({"steps": [1]}, [0], {"seed": 3})
+
+
+def test_plan_names_and_flags():
+    runs = sweep.plan_runs(GRID, [0, 1], {"width": 0.25, "precompile": True})
+    assert len(runs) == 8 and len({r.name for r in runs}) == 8
+    first = runs[0]
+    assert first.name == "model=seed__train_size=fixed_24__seed0"
+    assert first.params == {"model": "seed", "train_size": "fixed:24"}
+    assert first.flags == (
+        "--width=0.25",
+        "--precompile",
+        "--model=seed",
+        "--train_size=fixed:24",
+        "--seed=0",
+    )
+    long = sweep.run_name({"eval_sizes": ",".join(map(str, range(100)))}, 0)
+    assert len(long) <= 120
+
+
+def test_one_accelerator_per_run():
+    assert sweep.device_env("cpu", 1) == {}
+    assert sweep.device_env("gpu", 1, environ={}) == {"CUDA_VISIBLE_DEVICES": "1"}
+    # Already restricted to devices 4,6: the second run gets physical device 6.
+    assert sweep.device_env("gpu", 1, environ={"CUDA_VISIBLE_DEVICES": "4,6"}) == {
+        "CUDA_VISIBLE_DEVICES": "6"
+    }
+    assert sweep.device_env("tpu", 2)["TPU_VISIBLE_CHIPS"] == "2"
+
+
+# --- a local sweep ---------------------------------------------------------------------------
+
+
+def run_sweep(workdir, tfds_dir, *extra):
+    flags = [f"--{k}={v}" for k, v in {**TINY, "data_dir": tfds_dir}.items()]
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", f"--workdir={workdir}", *flags, *extra],
+        cwd=REPO,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tfds_dir, tmp_path_factory):
+    """A 2x2 grid, one seed, two runs at a time; model=seed with fixed:6 fails."""
+    load_dataset(TINY["dataset"], tfds_dir)  # build once, before parallel runs read it
+    workdir = tmp_path_factory.mktemp("sweep")
+    (workdir / "grid.json").write_text(json.dumps(GRID))
+    grid_flag = f"--grid={workdir / 'grid.json'}"
+    first = run_sweep(workdir, tfds_dir, grid_flag, "--seeds=0", "--max_parallel=2")
+    return workdir, first, grid_flag
+
+
+def test_failed_run_is_recorded_and_others_finish(local_sweep):
+    workdir, out, _ = local_sweep
+    assert out.returncode == 1, out.stderr[-3000:]
+    with open(workdir / "results.csv") as f:
+        rows = {r["name"]: r for r in csv.DictReader(f)}
+    assert len(rows) == 4
+    assert rows[FAILING]["status"] == "failed"
+    assert "min_size" in rows[FAILING]["error"]
+    assert "min_size" in (workdir / "runs" / FAILING / "error.txt").read_text()
+    finished = [n for n, r in rows.items() if r["status"] == "finished"]
+    assert len(finished) == 3
+    for name in finished:
+        summary = json.load(open(workdir / "runs" / name / "summary.json"))
+        assert float(rows[name]["test_accuracy"]) == summary["test_accuracy"]
+        assert float(rows[name]["acc_28x16"]) == summary["eval_accuracy"]["28x16"]
+        assert rows[name]["model"] == summary["model"]
+        assert rows[name]["seed"] == "0"
+    assert f"FAILED {FAILING}" in out.stdout
+    assert "| seed | fixed:6 | 0/1 |" in out.stdout  # the summary table
+    assert os.path.getsize(workdir / "results.png") > 0
+
+
+def test_rerun_skips_finished_runs(local_sweep, tfds_dir):
+    workdir, _, grid_flag = local_sweep
+    summaries = sorted((workdir / "runs").glob("*/summary.json"))
+    mtimes = [os.path.getmtime(p) for p in summaries]
+    again = run_sweep(workdir, tfds_dir, grid_flag, "--seeds=0")
+    assert again.returncode == 1  # the failing run is retried and fails again
+    assert again.stdout.count("skip ") == 3
+    assert "[1/1] start " + FAILING in again.stdout
+    assert [os.path.getmtime(p) for p in summaries] == mtimes
+    only = run_sweep(workdir, tfds_dir, "--aggregate_only")
+    assert only.returncode == 1 and "1 failed, 3 finished" in only.stdout
+
+
+# --- Slurm -----------------------------------------------------------------------------------
+
+
+def test_slurm_array_script(tmp_path, monkeypatch):
+    runs = sweep.plan_runs(GRID, [0, 1], {"steps": 6, "eval_sizes": "24,28x16"})
+    path = sweep.write_slurm(runs, str(tmp_path), directives=["--gres=gpu:1"])
+    script = open(path).read()
+    assert "#SBATCH --array=0-7" in script and "#SBATCH --gres=gpu:1" in script
+    subprocess.run(["bash", "-n", path], check=True)
+    assert len(open(tmp_path / "runs.txt").read().splitlines()) == 8
+
+    # Task 0 is finished: skipped. Task 1 fails (PYTHON=false): error.txt, non-zero exit.
+    (tmp_path / "runs" / runs[0].name).mkdir(parents=True)
+    (tmp_path / "runs" / runs[0].name / "summary.json").write_text("{}")
+    env = {**os.environ, "PYTHON": "false"}
+    done = subprocess.run(
+        ["bash", path], env={**env, "SLURM_ARRAY_TASK_ID": "0"}, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and f"skip {runs[0].name}" in done.stdout
+    failed = subprocess.run(
+        ["bash", path], env={**env, "SLURM_ARRAY_TASK_ID": "1"}, capture_output=True, text=True
+    )
+    assert failed.returncode != 0
+    assert "exit status 1" in (tmp_path / "runs" / runs[1].name / "error.txt").read_text()
+
+    # Submitted when sbatch is on PATH.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "sbatch"
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/submitted\necho Submitted batch job 7\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert sweep.submit_slurm(path, log=lambda _: None)
+    assert (tmp_path / "submitted").read_text().strip() == path
+
+
+# --- aggregation -----------------------------------------------------------------------------
+
+
+def test_aggregate_mean_std_over_seeds(tmp_path):
+    runs = sweep.plan_runs({"learning_rate": [1e-3, 3e-3]}, [0, 1], {})
+    sweep.prepare(str(tmp_path), runs, {"learning_rate": [1e-3, 3e-3]}, [0, 1], {}, None)
+    accs = [0.4, 0.6, 0.9, None]  # the last run never finished
+    for run, acc in zip(runs, accs):
+        if acc is not None:
+            summary = {"test_accuracy": acc, "eval_accuracy": {"28x16": acc / 2}, "steps": 6}
+            write_json(str(tmp_path / "runs" / run.name / "summary.json"), summary)
+    lines = []
+    rows = sweep.aggregate(str(tmp_path), log=lines.append)
+    assert [r["status"] for r in rows] == ["finished", "finished", "finished", "pending"]
+    table = lines[0]
+    assert "| 0.001 | 2/2 | 0.500 ± 0.141 | 0.250 ± 0.071 | 0.250 ± 0.071 |" in table
+    assert "| 0.003 | 1/2 | 0.900 |" in table
+    with open(tmp_path / "results.csv") as f:
+        assert [r["status"] for r in csv.DictReader(f)][-1] == "pending"
