@@ -81,9 +81,15 @@ def header(result: dict) -> str:
     return (
         f"# Benchmarks ({result['level']})\n\n"
         f"{result['date']}; {m['cpu']}, {m['cores']} cores (load average "
-        f"{m['load_average_1m']:.1f} at start: shared with other processes), JAX {m['jax']} "
+        f"{m['load_average_1m']:.1f} at start, {_load(result)} at the end: shared with other "
+        f"processes), JAX {m['jax']} "
         f"on {m['devices']}; {result['seconds']:.0f} s in all."
     )
+
+
+def _load(result: dict) -> str:
+    load = result.get("load_average_1m_end")
+    return "?" if load is None else f"{load:.1f}"
 
 
 def write_results(out: str, result: dict) -> None:
@@ -113,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "seconds": time.perf_counter() - start,
         "part_seconds": seconds,
+        "load_average_1m_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "rows": [r.to_dict() for r in rows],
     }
     write_results(args.out, result)
