@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,7 @@ def measure(workdir: str, extra_flags: list[str] = ()) -> dict:
         text=True,
     )
     seconds = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
         raise SystemExit(f"experiments.compare failed:\n{proc.stderr[-3000:]}")
     with open(os.path.join(workdir, "compare.json")) as f:
@@ -45,6 +47,7 @@ def measure(workdir: str, extra_flags: list[str] = ()) -> dict:
         "load_before": load_before,
         "load_after": os.getloadavg()[0],
         "cpu_count": os.cpu_count(),
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "results": results,
     }
 
@@ -65,7 +68,8 @@ def main() -> None:
     print(f"default compare: {m['wall_time_s']:.1f} s ({verdict} the {BUDGET_S:.0f} s budget)")
     print(
         f"machine: {m['cpu_count']} CPUs, 1-min load average {m['load_before']:.2f} before, "
-        f"{m['load_after']:.2f} after (other jobs inflate the time)"
+        f"{m['load_after']:.2f} after (other jobs inflate the time); the comparison used "
+        f"{m['cpu_seconds']:.0f} CPU seconds"
     )
     for policy, r in m["results"]["policies"].items():
         acc = {k: v["mean"] for k, v in r["eval_accuracy"].items()}

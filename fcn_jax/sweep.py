@@ -379,9 +379,12 @@ def run_local(
         else:
             todo.append(run)
     platform, count = probe_accelerators(python) if todo else ("cpu", 1)
-    # Several accelerators: one per run, so at most `count` runs at once.
-    devices = list(range(count)) if platform != "cpu" and count > 1 else None
-    slots = min(max_parallel, len(devices)) if devices else max_parallel
+    # Accelerators: one per run (each process would claim most of a shared device's memory),
+    # so at most `count` runs at once. CPU runs just share the cores.
+    devices = list(range(count)) if platform != "cpu" else None
+    slots = min(max_parallel, count) if devices else max_parallel
+    if devices and slots < max_parallel:
+        log(f"{count} {platform} device(s): at most {slots} run(s) at once")
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(p for p in (PROJECT_ROOT, os.environ.get("PYTHONPATH")) if p),

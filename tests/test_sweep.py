@@ -111,6 +111,29 @@ def test_one_accelerator_per_run():
     assert sweep.device_env("tpu", 2)["TPU_VISIBLE_CHIPS"] == "2"
 
 
+def test_local_launcher_gives_each_run_one_accelerator(tmp_path, monkeypatch):
+    """Two (pretend) GPUs, four runs, --max_parallel=4: two at a time, one device each."""
+    fake = tmp_path / "fake_python"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do case "$a" in --workdir=*) d="${a#--workdir=}";; esac; done\n'
+        'echo "{\\"device\\": \\"$CUDA_VISIBLE_DEVICES\\"}" > "$d/summary.json"\n'
+        "sleep 0.3\n"
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(sweep, "probe_accelerators", lambda python: ("gpu", 2))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    runs = sweep.plan_runs({"steps": [1, 2, 3, 4]}, [0], {})
+    lines = []
+    status = sweep.run_local(
+        runs, str(tmp_path), max_parallel=4, python=str(fake), log=lines.append
+    )
+    assert set(status.values()) == {"finished"}
+    assert "2 gpu device(s): at most 2 run(s) at once" in lines
+    devices = [json.load(open(tmp_path / "runs" / r.name / "summary.json")) for r in runs]
+    assert {d["device"] for d in devices} == {"0", "1"}
+
+
 # --- a local sweep ---------------------------------------------------------------------------
 
 
