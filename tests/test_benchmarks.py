@@ -56,6 +56,30 @@ def test_markdown_round_trip_with_bars_in_notes():
     assert [r["met"] for r in parsed] == ["no", "n.a."]
 
 
+def test_torch_rows():
+    from benchmarks.parts import torch_rows
+
+    skipped = torch_rows({"size": 28, "batch_size": 128, "skipped": "torch not installed"})
+    assert [(r.value, r.met) for r in skipped] == [(None, "n.a.")] * 2
+    assert all("torch not installed" in r.note for r in skipped)
+    measured = {
+        "size": 64,
+        "batch_size": 128,
+        "jax_images_per_s": 300.0,
+        "torch_images_per_s": 200.0,
+        "torch_threads": 2,
+        "torch_1thread_images_per_s": 600.0,
+        "ratio": 1.5,
+        "ratio_vs_best_torch": 0.5,
+        "jax_compile_s": 1.0,
+        "first_losses_max_rel": 1e-7,
+        "same_math": True,
+    }
+    rows = torch_rows(measured)
+    assert [(r.value, r.met) for r in rows] == [(1.5, "yes"), (0.5, "no")]
+    assert all(r.name.endswith("64x64") for r in rows)
+
+
 @pytest.fixture(scope="module")
 def smoke(tfds_dir, tmp_path_factory):
     from benchmarks import run
