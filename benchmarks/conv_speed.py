@@ -1,7 +1,7 @@
 """Training-step speed of the ``seed`` FCN on CPU: ways to write the step and the strided conv.
 
     python -m benchmarks.conv_speed [--sizes 28,64] [--batch_size 128] [--steps 10]
-        [--repeats 5] [--groups step,conv,dtype,batch,flags,threads] [--quick]
+        [--repeats 5] [--groups step,conv,dtype,batch,flags,threads,scan] [--quick]
 
 Every group prints images/second (median over ``--repeats`` timed windows of ``--steps``
 steps each, after warm-up; one host sync per window), compile seconds and the first step's
@@ -12,13 +12,15 @@ every other round) so that load from other processes hits them alike. Process-le
 Groups:
   step     the same model step as ``nnx.jit`` + ``nnx.Optimizer``, as a pure ``jax.jit``
            function over ``nnx.split`` state (with and without ``donate_argnums``), as
-           ``fcn_jax.steps.train_step``, and as 4 steps per call (``lax.scan``);
+           ``fcn_jax.steps.train_step``;
   conv     the stride-2 convolutions written as ``lax`` autodiff (NHWC, NCHW), space-to-depth,
            im2col + dot, and ``fcn_jax.models.layers.strided_conv`` (custom input gradient);
   dtype    float32 vs bfloat16 computation;
   batch    images/second at batch sizes 32, 128, 256;
   flags    XLA:CPU flags (child processes);
-  threads  the XLA:CPU thread pool on 1 core vs 2 (child processes pinned with affinity).
+  threads  the XLA:CPU thread pool on 1 core vs 2 (child processes pinned with affinity);
+  scan     4 steps per call with ``lax.scan`` (not run by default: inside a while loop XLA:CPU
+           runs the backward convolutions without its fast conv library, ~15x slower).
 """
 
 from __future__ import annotations
@@ -384,6 +386,15 @@ def group_runners(group: str, size: int, batch_size: int) -> list[tuple[int, dic
                     ),
                     "jax.jit(split) + donate": jit_runner(model, batches, batch_size),
                     "fcn_jax.steps.train_step": project_step_runner(model, batches, batch_size),
+                },
+            )
+        ]
+    if group == "scan":
+        return [
+            (
+                batch_size,
+                {
+                    "jax.jit(split) + donate": jit_runner(model, batches, batch_size),
                     "lax.scan, 4 steps per call": scan_runner(model, batches, batch_size),
                 },
             )
