@@ -194,3 +194,28 @@ def test_tensorflow_not_imported(data_dir):
     # Build and read have happened (fixture); neither may have pulled in TensorFlow.
     _read("procedural_digits/tiny_variable", data_dir, "train")[0]
     assert "tensorflow" not in sys.modules
+
+
+def test_concurrent_prepare_builds_once(tmp_path):
+    """Runs of a sweep start together: they must not race on building the same dataset."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from fcn_jax.data.procedural_digits import prepare; "
+        "print(prepare('procedural_digits/tiny_fixed28', sys.argv[1]).info.splits['train']"
+        ".num_examples)"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err[-1500:]
+        assert out.split() == ["512"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+
 import tensorflow_datasets as tfds
 from etils import epath
 
@@ -19,3 +22,22 @@ class OfflineBuilder(tfds.core.GeneratorBasedBuilder):
 
     def __init__(self, *, file_format=None, **kwargs):
         super().__init__(file_format=file_format or "array_record", **kwargs)
+
+
+def prepare(name: str = "procedural_digits", data_dir: str | None = None):
+    """Build the registered dataset ``name`` ("dataset[/config]") in ``data_dir`` unless built.
+
+    Processes that start together (a sweep's runs) take turns through a file lock: the first
+    builds, the others find the data ready. Returns the prepared ``tfds.core.DatasetBuilder``
+    (ArrayRecord files: ``tfds.data_source(name, ...)`` works without TensorFlow).
+    """
+    def make():
+        return tfds.builder(name, data_dir=data_dir, file_format="array_record")
+
+    root = os.path.dirname(os.path.dirname(make().data_dir))  # .../<name>/<config>
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, ".prepare.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        builder = make()  # made under the lock, it sees what another process built
+        builder.download_and_prepare(file_format="array_record")
+    return builder

@@ -23,7 +23,7 @@ import functools
 import numpy as np
 import tensorflow_datasets as tfds
 
-from fcn_jax.data.offline_builder import OfflineBuilder
+from fcn_jax.data.offline_builder import OfflineBuilder, prepare  # noqa: F401 (re-export)
 
 _SPLIT_IDS = {"train": 0, "test": 1}
 
@@ -397,14 +397,3 @@ def generate_example(
     label = index % 10  # balanced classes; TFDS shuffles the stored order by key hash
     image, bbox = render_digit(rng, label, height, width, config.render_params)
     return image, label, bbox
-
-
-def prepare(name: str = "procedural_digits", data_dir: str | None = None):
-    """Builds the registered dataset `name` ("dataset[/config]") in `data_dir` if not yet built.
-
-    Returns the prepared `tfds.core.DatasetBuilder` (files are ArrayRecord, so
-    `builder.as_data_source(split)` and `tfds.data_source(name, ...)` work without TensorFlow).
-    """
-    builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
-    builder.download_and_prepare(file_format="array_record")
-    return builder
