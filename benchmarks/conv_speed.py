@@ -138,6 +138,40 @@ def pure_step(graphdef, tx, forward=None) -> Callable:
     return step
 
 
+def chunked_step(graphdef, tx, chunks: int) -> Callable:
+    """The pure step with the batch cut into ``chunks`` equal parts whose gradients are summed
+    (a Python loop, unrolled under jit): the same mean loss and gradient, smaller activations."""
+    import jax
+    import optax
+    from flax import nnx
+
+    def chunk_loss(params, x, y):
+        return loss_fn(nnx.merge(graphdef, params)(x), y) / chunks
+
+    def step(state, x, y):
+        params, opt_state = state
+        xs, ys = x.reshape(chunks, -1, *x.shape[1:]), y.reshape(chunks, -1)
+        loss, grads = jax.value_and_grad(chunk_loss)(params, xs[0], ys[0])
+        for i in range(1, chunks):
+            more, g = jax.value_and_grad(chunk_loss)(params, xs[i], ys[i])
+            loss, grads = loss + more, jax.tree.map(jax.numpy.add, grads, g)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+    return step
+
+
+def chunked_runner(model, batches, batch_size, chunks: int) -> Runner:
+    import jax
+    from flax import nnx
+
+    graphdef, params = nnx.split(model)
+    params = jax.tree.map(lambda a: a.copy(), params)
+    tx = make_tx()
+    step = jax.jit(chunked_step(graphdef, tx, chunks), donate_argnums=(0,))
+    return Runner(step, (params, tx.init(params)), device_batches(batches), batch_size)
+
+
 def jit_runner(model, batches, batch_size, *, donate=True, forward=None) -> Runner:
     """The pure step over ``nnx.split(model)`` under ``jax.jit`` (the default variant)."""
     import jax
@@ -386,6 +420,18 @@ def group_runners(group: str, size: int, batch_size: int) -> list[tuple[int, dic
                     ),
                     "jax.jit(split) + donate": jit_runner(model, batches, batch_size),
                     "fcn_jax.steps.train_step": project_step_runner(model, batches, batch_size),
+                },
+            )
+        ]
+    if group == "chunks":
+        return [
+            (
+                batch_size,
+                {
+                    f"{k} chunk(s) of {batch_size // k}": chunked_runner(
+                        model, batches, batch_size, k
+                    )
+                    for k in (1, 2, 4)
                 },
             )
         ]
