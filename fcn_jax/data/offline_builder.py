@@ -31,6 +31,7 @@ def prepare(name: str = "procedural_digits", data_dir: str | None = None):
     builds, the others find the data ready. Returns the prepared ``tfds.core.DatasetBuilder``
     (ArrayRecord files: ``tfds.data_source(name, ...)`` works without TensorFlow).
     """
+
     def make():
         return tfds.builder(name, data_dir=data_dir, file_format="array_record")
 
