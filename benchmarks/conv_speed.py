@@ -1,7 +1,7 @@
 """Training-step speed of the ``seed`` FCN on CPU: ways to write the step and the strided conv.
 
     python -m benchmarks.conv_speed [--sizes 28,64] [--batch_size 128] [--steps 10]
-        [--repeats 5] [--groups step,conv,dtype,batch,flags,threads,scan] [--quick]
+        [--repeats 5] [--groups step,conv,dtype,batch,chunks,flags,threads,scan] [--quick]
 
 Every group prints images/second (median over ``--repeats`` timed windows of ``--steps``
 steps each, after warm-up; one host sync per window), compile seconds and the first step's
@@ -17,6 +17,7 @@ Groups:
            im2col + dot, and ``fcn_jax.models.layers.strided_conv`` (custom input gradient);
   dtype    float32 vs bfloat16 computation;
   batch    images/second at batch sizes 32, 128, 256;
+  chunks   one batch of 128 cut into 1, 4 or 8 chunks whose gradients are summed (same math);
   flags    XLA:CPU flags (child processes);
   threads  the XLA:CPU thread pool on 1 core vs 2 (child processes pinned with affinity);
   scan     4 steps per call with ``lax.scan`` (not run by default: inside a while loop XLA:CPU
@@ -431,7 +432,7 @@ def group_runners(group: str, size: int, batch_size: int) -> list[tuple[int, dic
                     f"{k} chunk(s) of {batch_size // k}": chunked_runner(
                         model, batches, batch_size, k
                     )
-                    for k in (1, 2, 4)
+                    for k in (1, 4, 8)
                 },
             )
         ]
@@ -550,7 +551,7 @@ def run(
     """All rows of the chosen groups (default: all). ``quick`` shortens every measurement."""
     if quick:
         steps, repeats = max(2, steps // 3), 3
-    groups = groups or ["step", "conv", "dtype", "batch", "flags", "threads"]
+    groups = groups or ["step", "conv", "dtype", "batch", "chunks", "flags", "threads"]
     rows = []
     for group in groups:
         if group in ("flags", "threads"):
@@ -589,7 +590,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--groups", default="step,conv,dtype,batch,flags,threads")
+    parser.add_argument("--groups", default="step,conv,dtype,batch,chunks,flags,threads")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
