@@ -8,24 +8,14 @@ import sys
 
 import pytest
 from PIL import Image
+from tiny import TINY_TRAIN
 
 from fcn_jax.compare import TRAIN_DEFAULTS, CompareConfig, run_comparison, sort_sizes, stats
 from fcn_jax.config import TrainConfig
 from fcn_jax.data import load_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(
-    dataset="procedural_digits/tiny_variable",
-    width=0.25,
-    steps=6,
-    batch_size=16,
-    eval_examples=32,
-    eval_batch_size=32,
-    eval_sizes="24,28x16",
-    buckets="auto:2",
-    log_every=3,
-    checkpoint_every=6,
-)
+TINY = {**TINY_TRAIN, "buckets": "auto:2"}
 OPTIONS = dict(seeds=2, fixed_size="24", mixed_size="16-24:8")
 
 

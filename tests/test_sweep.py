@@ -9,23 +9,14 @@ import subprocess
 import sys
 
 import pytest
+from tiny import TINY_TRAIN
 
 from fcn_jax import sweep
 from fcn_jax.data import load_dataset
 from fcn_jax.outputs import write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(
-    dataset="procedural_digits/tiny_variable",
-    width=0.25,
-    steps=6,
-    batch_size=16,
-    eval_examples=32,
-    eval_batch_size=32,
-    eval_sizes="24,28x16",
-    log_every=3,
-    checkpoint_every=6,
-)
+TINY = TINY_TRAIN
 # The seed model's minimum input is 8x8: only model=seed with fixed:6 fails.
 GRID = {"model": ["seed", "allcnn"], "train_size": ["fixed:24", "fixed:6"]}
 FAILING = "model=seed__train_size=fixed_6__seed0"
