@@ -22,9 +22,14 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
-from benchmarks.conv_speed import ADAMW, chunked_runner, create_seed, jit_runner, make_batches
+from benchmarks.conv_speed import (
+    ADAMW,
+    chunked_runner,
+    create_seed,
+    jit_runner,
+    make_batches,
+    time_interleaved,
+)
 
 RTOL = 1e-4
 CHUNKS = 4  # the chunked JAX step: gradients of 4 quarter batches summed (same math)
@@ -156,18 +161,6 @@ def check_same_math(batches: list, batch_size: int) -> dict:
     return {"jax_losses": jax_losses, "torch_losses": torch_losses, "max_rel": rel}
 
 
-def time_sides(runners: dict, steps: int, repeats: int) -> dict[str, float]:
-    """Median images/second per side; sides take turns, order reversed every other round."""
-    names = list(runners)
-    for name in names:
-        runners[name].run(max(1, steps // 4))
-    rates: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names if r % 2 == 0 else names[::-1]:
-            rates[name].append(steps * runners[name].images_per_call / runners[name].run(steps))
-    return {name: float(np.median(v)) for name, v in rates.items()}
-
-
 def compare(size: int, batch_size: int, steps: int, repeats: int) -> dict:
     batches = make_batches(size, batch_size)
     check = check_same_math(batches, batch_size)
@@ -177,7 +170,7 @@ def compare(size: int, batch_size: int, steps: int, repeats: int) -> dict:
         "torch": TorchRunner(batches, batch_size),
         "torch_1thread": TorchRunner(batches, batch_size, threads=1),
     }
-    rates = time_sides(runners, steps, repeats)
+    rates = time_interleaved(runners, steps, repeats)
     best_torch = max(rates["torch"], rates["torch_1thread"])
     return {
         "size": size,
