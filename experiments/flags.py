@@ -28,11 +28,9 @@ def define_flags(config_cls, help_texts: dict[str, str], overrides: dict | None 
         define(field.name, default, help_texts.get(field.name, field.name))
 
 
-def config_from_flags(config_cls, exclude: tuple[str, ...] = ()):
-    values = {f.name: flags.FLAGS[f.name].value for f in dataclasses.fields(config_cls)}
-    for name in exclude:
-        values.pop(name, None)
-    return config_cls(**values)
+def config_from_flags(config_cls):
+    """The config dataclass filled from the parsed flags of the same names."""
+    return config_cls(**{f.name: flags.FLAGS[f.name].value for f in dataclasses.fields(config_cls)})
 
 
 def run_cleanly(main: Callable, errors: tuple[type[BaseException], ...]) -> Callable:

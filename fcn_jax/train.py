@@ -332,11 +332,11 @@ def _pick(batch: dict, keys) -> dict:
 
 
 def _batch_spec(batch: int, size, channels: int) -> dict:
-    local = batch // jax.process_count()
+    """Abstract global train batch of ``batch`` examples of spatial ``size``."""
     return {
-        "image": jax.ShapeDtypeStruct((local * jax.process_count(), *size, channels), np.float32),
-        "label": jax.ShapeDtypeStruct((local * jax.process_count(),), np.int32),
-        "sizes": jax.ShapeDtypeStruct((local * jax.process_count(), len(size)), np.int32),
+        "image": jax.ShapeDtypeStruct((batch, *size, channels), np.float32),
+        "label": jax.ShapeDtypeStruct((batch,), np.int32),
+        "sizes": jax.ShapeDtypeStruct((batch, len(size)), np.int32),
     }
 
 
