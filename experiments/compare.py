@@ -1,8 +1,10 @@
-"""Compare the fixed, mixed and native training-size policies on one shared grid of test sizes.
+"""Compare training-size policies (fixed, mixed_step, mixed_example, native) on one shared grid
+of test sizes, with the same number of training examples per policy.
 
     python -m experiments.compare --workdir=runs/compare
-    python -m experiments.compare --workdir=runs/compare3 --seeds=3 --steps=1500
-    python -m experiments.compare --workdir=runs/mnist --dataset=mnist --policies=fixed,mixed
+    python -m experiments.compare --workdir=runs/compare3 --seeds=3 --steps=3000
+    python -m experiments.compare --workdir=runs/1d --dataset=mnist1d --seeds=3
+    python -m experiments.compare --workdir=runs/mnist --dataset=mnist --policies=fixed,mixed_step
 
 Every flag of experiments.train passes through (except --train_size, which each policy sets);
 the defaults differ where a comparison must stay short (about 5 minutes on a 2-core CPU).
@@ -18,16 +20,41 @@ from absl import app, flags
 
 from experiments.flags import config_from_flags, define_flags, run_cleanly
 from fcn_jax.checkpoint import CheckpointError
-from fcn_jax.compare import POLICIES, TRAIN_DEFAULTS, CompareConfig, run_comparison
+from fcn_jax.compare import (
+    DEFAULT_DATASET,
+    DEFAULT_EVAL_EXAMPLES,
+    POLICIES,
+    TRAIN_DEFAULTS,
+    CompareConfig,
+    run_comparison,
+)
 from fcn_jax.config import TrainConfig, field_help
 from fcn_jax.train import NonFiniteLossError
 
-define_flags(TrainConfig, field_help(), overrides=TRAIN_DEFAULTS)
+define_flags(TrainConfig, field_help(TRAIN_DEFAULTS))
+flags.FLAGS.set_default("dataset", DEFAULT_DATASET)
+flags.FLAGS.set_default("eval_examples", DEFAULT_EVAL_EXAMPLES)
 flags.DEFINE_string("workdir", "runs/compare", "comparison directory: runs, report and plots")
 flags.DEFINE_integer("seeds", 1, "runs per policy, with seeds --seed, --seed+1, ...")
-flags.DEFINE_list("policies", list(POLICIES), "policies to compare, among fixed,mixed,native")
-flags.DEFINE_string("fixed_size", "28", "size of the fixed policy: fixed:<fixed_size>")
-flags.DEFINE_string("mixed_size", "16-56:20", "range of the mixed policy: mixed:<mixed_size>")
+flags.DEFINE_list(
+    "policies",
+    list(POLICIES),
+    f"policies to compare, among {','.join(POLICIES)} (native is dropped for data of one size)",
+)
+flags.DEFINE_string(
+    "fixed_size", None, "fixed:<fixed_size> (default: the data's own size, else 28 or 40)"
+)
+flags.DEFINE_string(
+    "mixed_size",
+    None,
+    "mixed_step:<mixed_size> (default: a grid of at most 4 values per axis (9 in 1-D) through "
+    "the fixed size, covering every test size)",
+)
+flags.DEFINE_string(
+    "example_size",
+    None,
+    "mixed_example:<example_size> (default: smallest to largest test size, fixed size included)",
+)
 
 ERRORS = (ValueError, CheckpointError, NonFiniteLossError, FileNotFoundError)
 
@@ -42,6 +69,7 @@ def main(argv):
         policies=tuple(f.policies),
         fixed_size=f.fixed_size,
         mixed_size=f.mixed_size,
+        example_size=f.example_size,
     )
     command = ["python", "-m", "experiments.compare", *sys.argv[1:]]
     results = run_comparison(config, f.workdir, command=command)

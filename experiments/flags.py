@@ -12,11 +12,12 @@ from absl import flags
 from absl import logging as absl_logging
 
 
-def define_flags(config_cls, help_texts: dict[str, str], overrides: dict | None = None) -> None:
-    """One absl flag per dataclass field, typed after the field (``X | None`` → optional)."""
+def define_flags(config_cls, help_texts: dict[str, str]) -> None:
+    """One absl flag per dataclass field, typed after the field (``X | None`` → optional), with
+    the field's default (None: unset, filled later by ``resolved``)."""
     hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
-        default = (overrides or {}).get(field.name, field.default)
+        default = field.default
         kind = hints[field.name]
         base = [t for t in typing.get_args(kind) if t is not type(None)] or [kind]
         define = {

@@ -3,6 +3,7 @@
     python -m experiments.train --workdir=runs/seed
     python -m experiments.train --workdir=runs/mixed --train_size=mixed:16-64:16
     python -m experiments.train --workdir=runs/1d --dataset=mnist1d/variable --eval_sizes=32,64
+    python -m experiments.train --workdir=runs/signals --dataset=mnist1d --recipe=signals
 
 Running again with the same --workdir resumes from the last checkpoint.
 """
@@ -28,7 +29,7 @@ ERRORS = (ValueError, CheckpointError, NonFiniteLossError, FileNotFoundError)
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    config = config_from_flags(TrainConfig).validate()
+    config = config_from_flags(TrainConfig).resolved()
     summary = train_and_evaluate(config, flags.FLAGS.workdir)
     keys = ("test_accuracy", "train_compiles", "eval_compiles", "wall_time_s", "final_loss")
     print(json.dumps({k: summary[k] for k in keys}, indent=1))

@@ -1,5 +1,6 @@
-"""Compare training-size policies: the same model trained under ``fixed``, ``mixed`` and
-``native`` sizes, each for a few seeds, all tested on one shared grid of test sizes.
+"""Compare training-size policies: the same model trained under ``fixed``, ``mixed_step``,
+``mixed_example`` and ``native`` sizes, each for a few seeds, all tested on one shared grid of
+test sizes, with the same number of training examples per policy.
 
 ``run_comparison(CompareConfig(train=TrainConfig(...)), workdir)`` trains (or reuses) one run
 per policy and seed in ``workdir/runs/<policy>-seed<k>/`` (ordinary training workdirs),
@@ -25,9 +26,11 @@ import numpy as np
 from absl import logging
 
 from fcn_jax.config import TrainConfig, parse_eval_sizes, size_key
+from fcn_jax.data.policies import parse_size_policy
 from fcn_jax.outputs import read_json, write_atomic, write_json
 
-POLICIES = ("fixed", "mixed", "native")
+POLICIES = ("fixed", "mixed_step", "mixed_example", "native")
+POLICY_ALIASES = {"mixed": "mixed_step"}  # the name of mixed_step before mixed_example existed
 PRODUCTION_SIZE = (28, 16)  # the 28x16 test size every 2-D comparison includes
 # A test size "falls off" when it loses more than this below the policy's best; "far" beyond
 # the second threshold.
@@ -35,8 +38,15 @@ FALL_OFF = 0.05
 BIG_FALL_OFF = 0.20
 
 # Defaults of a comparison where they differ from a lone training run's: all policies together
-# must finish in about 5 minutes on a 2-core CPU (see benchmarks/compare_budget.py).
-TRAIN_DEFAULTS = {"steps": 800, "eval_examples": 1000, "eval_sizes": "grid:16,28,40,56"}
+# must finish in about 5 minutes on a 2-core CPU (see benchmarks/compare_budget.py). They fill
+# what neither the flags nor a recipe set.
+TRAIN_DEFAULTS = {"steps": 800}
+DEFAULT_DATASET = "procedural_digits/fixed28"
+DEFAULT_EVAL_EXAMPLES = 1000
+# mixed_example's default options: log-uniform sizes (equal weight per octave of scale).
+DEFAULT_EXAMPLE_OPTIONS = ":log"
+# mixed_step's default grid has at most this many values per axis (1-D, 2-D): one compile each.
+STEP_GRID_VALUES = {1: 9, 2: 4}
 
 # Config fields that leave a finished run's results unchanged: a run differing only in these
 # is reused as is. A difference elsewhere retrains, re-evaluates or (training fields) raises.
@@ -68,21 +78,31 @@ class CompareConfig:
       train: the base config; ``train_size`` must be None (each policy sets it) and run ``k``
         uses seed ``train.seed + k``.
       seeds: runs per policy.
-      policies: a subset of ``POLICIES``; ``native`` is dropped (with a note) for data whose
-        examples all share one size.
-      fixed_size: the size of the fixed policy (``fixed:<fixed_size>``).
-      mixed_size: the range of the mixed policy (``mixed:<mixed_size>``).
+      policies: a subset of ``POLICIES`` (``mixed`` means ``mixed_step``); ``native`` is
+        dropped (with a note) for data whose examples all share one size.
+      fixed_size: the size of the fixed policy (``fixed:<fixed_size>``); default: the data's
+        own size when all examples share one, else 28 (2-D) or 40 (1-D).
+      mixed_size: the range of mixed_step (``mixed_step:<mixed_size>``); default: a grid of at
+        most ``STEP_GRID_VALUES`` values per axis through the fixed size, covering every test
+        size.
+      example_size: the range of mixed_example (``mixed_example:<example_size>``); default:
+        from the smallest to the largest test size, the fixed size included.
     """
 
-    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(**TRAIN_DEFAULTS))
+    train: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(
+            dataset=DEFAULT_DATASET, eval_examples=DEFAULT_EVAL_EXAMPLES
+        )
+    )
     seeds: int = 1
     policies: tuple[str, ...] = POLICIES
-    fixed_size: str = "28"
-    mixed_size: str = "16-56:20"
+    fixed_size: str | None = None
+    mixed_size: str | None = None
+    example_size: str | None = None
 
     def validate(self) -> CompareConfig:
         """Raise ValueError with a one-line message for a bad value; return self."""
-        self.train.validate()
+        self.train.resolved(TRAIN_DEFAULTS)
         if self.train.train_size is not None:
             raise ValueError(
                 "--train_size: a comparison sets it per policy; use --policies, --fixed_size "
@@ -90,6 +110,7 @@ class CompareConfig:
             )
         if self.seeds < 1:
             raise ValueError(f"--seeds={self.seeds}: expected a positive number")
+        self.policies = tuple(POLICY_ALIASES.get(p, p) for p in self.policies)
         unknown = [p for p in self.policies if p not in POLICIES]
         if unknown or not self.policies or len(set(self.policies)) != len(self.policies):
             raise ValueError(
@@ -97,13 +118,46 @@ class CompareConfig:
             )
         return self
 
-    def policy_spec(self, policy: str) -> str:
-        """``"fixed"`` → ``"fixed:28"`` (the ``--train_size`` of that policy's runs)."""
+    def policy_specs(self, dataset, eval_sizes: list) -> dict[str, str]:
+        """Each policy's ``--train_size`` (e.g. ``{"fixed": "fixed:28", ...}``), the defaults
+        derived from ``dataset`` and the test sizes (see the attributes)."""
+        d = dataset.spatial_dims
+        fixed = self.fixed_size or _own_size(dataset) or ("28" if d == 2 else "40")
+        f = parse_size_policy(f"fixed:{fixed}", d).size
+        lo = [min(v) for v in zip(f, *eval_sizes)]
+        hi = [max(v) for v in zip(f, *eval_sizes)]
+        example = self.example_size or f"{_compact(lo)}-{_compact(hi)}{DEFAULT_EXAMPLE_OPTIONS}"
+        mixed = self.mixed_size or _step_grid(f, lo, hi, STEP_GRID_VALUES[d])
         return {
-            "fixed": f"fixed:{self.fixed_size}",
-            "mixed": f"mixed:{self.mixed_size}",
+            "fixed": f"fixed:{fixed}",
+            "mixed_step": f"mixed_step:{mixed}",
+            "mixed_example": f"mixed_example:{example}",
             "native": "native",
-        }[policy]
+        }
+
+
+def _own_size(dataset) -> str | None:
+    """The data's one size as ``"HxW"``/``"L"``, or None when examples differ in size."""
+    sizes = dataset.train.sizes()
+    return size_key(sizes[0]) if (sizes == sizes[0]).all() else None
+
+
+def _step_grid(fixed, lo, hi, values: int) -> str:
+    """``"LO-HI:STEP"``: a grid through ``fixed`` per axis that covers ``[lo, hi]`` with at most
+    ``values`` values per axis (the smallest such STEP; more values where none fits)."""
+    while True:
+        first = max(1, math.ceil((max(hi) - min(lo)) / max(values - 1, 1)))
+        for step in range(first, max(hi) + 1):
+            start = [f - math.ceil((f - a) / step) * step for f, a in zip(fixed, lo)]
+            end = [f + math.ceil((b - f) / step) * step for f, b in zip(fixed, hi)]
+            if all((e - s) // step + 1 <= values and s >= 1 for s, e in zip(start, end)):
+                return f"{_compact(start)}-{_compact(end)}:{step}"
+        values += 1
+
+
+def _compact(size) -> str:
+    """(16, 16) → "16"; (28, 16) → "28x16" (one number when every axis agrees)."""
+    return str(size[0]) if len(set(size)) == 1 else size_key(size)
 
 
 def run_name(policy: str, seed: int) -> str:
@@ -114,12 +168,11 @@ def run_comparison(config: CompareConfig, workdir: str, *, command: list[str] | 
     """Train or reuse every run, aggregate, write the report files; return compare.json's
     content. ``command`` (e.g. ``sys.argv``) is recorded in the report."""
     from fcn_jax.data import load_dataset
-    from fcn_jax.data.policies import parse_size_policy
     from fcn_jax.train import default_train_size
 
     start = time.perf_counter()
     config.validate()
-    base = config.train
+    base = config.train.resolved(TRAIN_DEFAULTS)
     dataset = load_dataset(base.dataset, base.data_dir, skip_corrupt=base.skip_corrupt)
     d = dataset.spatial_dims
     notes, policies = [], list(config.policies)
@@ -131,10 +184,11 @@ def run_comparison(config: CompareConfig, workdir: str, *, command: list[str] | 
         )
     if not policies:
         raise ValueError("--policies: nothing left to compare")
-    for policy in policies:
-        parse_size_policy(config.policy_spec(policy), d)  # a bad --fixed_size fails early
     eval_sizes, note = shared_eval_sizes(base.eval_sizes, d)
     notes += [note] if note else []
+    specs = config.policy_specs(dataset, parse_eval_sizes(eval_sizes, d))
+    for policy in policies:
+        parse_size_policy(specs[policy], d)  # a bad --fixed_size fails early
     base = dataclasses.replace(
         base,
         eval_sizes=eval_sizes,
@@ -151,9 +205,10 @@ def run_comparison(config: CompareConfig, workdir: str, *, command: list[str] | 
         for seed in seeds:
             run_config = dataclasses.replace(
                 base,
-                train_size=config.policy_spec(policy),
+                train_size=specs[policy],
                 seed=seed,
-                buckets=base.buckets if policy == "native" else None,  # native's own setting
+                # A recipe's or the user's buckets are the padded policies' own setting.
+                buckets=base.buckets if parse_size_policy(specs[policy], d).pads else None,
             )
             summary, was_reused = train_or_reuse(
                 run_config, os.path.join(workdir, "runs", run_name(policy, seed))
@@ -161,7 +216,7 @@ def run_comparison(config: CompareConfig, workdir: str, *, command: list[str] | 
             summaries.append(summary)
             reused.append(was_reused)
         per_policy[policy] = aggregate_policy(
-            config.policy_spec(policy), [run_name(policy, s) for s in seeds], summaries, reused
+            specs[policy], [run_name(policy, s) for s in seeds], summaries, reused
         )
 
     first_run = read_json(
@@ -174,12 +229,13 @@ def run_comparison(config: CompareConfig, workdir: str, *, command: list[str] | 
         "dataset": first_run["dataset"],
         "model": {"preset": base.model, **first_run["model_spec"]},
         "num_params": per_policy[policies[0]]["num_params"],
-        "config": {**base.to_dict(), "train_size": None, "seed": None},  # set per run
+        "config": {**base.to_dict(), "train_size": None, "seed": None, "buckets": None},
         "options": {
             "seeds": config.seeds,
             "policies": list(config.policies),
             "fixed_size": config.fixed_size,
             "mixed_size": config.mixed_size,
+            "example_size": config.example_size,
         },
         "seeds": seeds,
         "eval_sizes": sort_sizes(per_policy[policies[0]]["eval_accuracy"]),
@@ -250,9 +306,17 @@ def aggregate_policy(spec: str, runs: list[str], summaries: list[dict], reused: 
         "test_accuracy": stats(s["test_accuracy"] for s in summaries),
         "eval_accuracy": {k: stats(s["eval_accuracy"][k] for s in summaries) for k in sizes},
     }
-    for key in ("train_compiles", "eval_compiles", "train_examples_per_sec", "wall_time_s"):
+    for key in (
+        "train_compiles",
+        "eval_compiles",
+        "train_examples_per_sec",
+        "wall_time_s",
+        "final_loss",
+        "train_examples",
+        "train_pixels",
+        "train_padded_pixels",
+    ):
         out[key] = stats(s.get(key) for s in summaries)
-    out["final_loss"] = stats(s.get("final_loss") for s in summaries)
     if all("pointing_game" in s for s in summaries):
         out["pointing_game"] = stats(s["pointing_game"] for s in summaries)
         out["eval_pointing_game"] = {
@@ -282,6 +346,11 @@ def machine_info() -> dict:
 
 
 # --- findings: sentences computed from the numbers -----------------------------------------
+
+
+def _mixed_policies(policies) -> list[str]:
+    """The mixed policies compared (in POLICIES order), when fixed is compared too."""
+    return [p for p in ("mixed_step", "mixed_example") if p in policies and "fixed" in policies]
 
 
 def _means(results: dict, policy: str) -> dict[str, float]:
@@ -346,14 +415,22 @@ def findings(results: dict) -> list[str]:
         text = f"At the production size {prod}: " + ", ".join(
             f"{p} {at[p]:.3f}" for p in sorted(policies, key=at.get, reverse=True)
         )
-        if "fixed" in at and "mixed" in at:
-            gap = at["mixed"] - at["fixed"]
-            text += f"; mixed is {_pts(abs(gap))} {'above' if gap >= 0 else 'below'} fixed"
         out.append(text + ".")
-    if "fixed" in policies and "mixed" in policies:
-        fixed, mixed = _means(results, "fixed"), _means(results, "mixed")
-        wins = sum(mixed[k] > fixed[k] for k in fixed)
-        out.append(f"mixed beats fixed at {wins} of {n_sizes} test sizes.")
+    for mixed in _mixed_policies(policies):
+        fixed, other = _means(results, "fixed"), _means(results, mixed)
+        wins = [k for k in fixed if other[k] > fixed[k]]
+        text = f"{mixed} beats fixed at {len(wins)} of {n_sizes} test sizes"
+        if prod in fixed:
+            gap = other[prod] - fixed[prod]
+            text += f"; at {prod} it is {_pts(abs(gap))} {'above' if gap >= 0 else 'below'} fixed"
+        own = results["policies"]["fixed"]["train_size"].removeprefix("fixed:")
+        own = size_key(parse_size_policy(f"fixed:{own}", results["dataset"]["spatial_dims"]).size)
+        if own in fixed:
+            gap = other[own] - fixed[own]
+            text += (
+                f", at fixed's own size {own} {_pts(abs(gap))} {'above' if gap >= 0 else 'below'}"
+            )
+        out.append(text + ".")
     native = {p: results["policies"][p]["test_accuracy"]["mean"] for p in policies}
     out.append(
         "On the test images at their own sizes: "
@@ -364,10 +441,14 @@ def findings(results: dict) -> list[str]:
     for p in policies:
         r = results["policies"][p]
         speed = r["train_examples_per_sec"]["mean"]
-        cost.append(
-            f"{p} {r['train_compiles']['mean']:.0f} compile(s)"
-            + (f" at {speed:.0f} examples/s" if speed else "")
-        )
+        text = f"{p} {r['train_compiles']['mean']:.0f} compile(s)"
+        text += f" at {speed:.0f} examples/s" if speed else ""
+        if r.get("train_examples", {}).get("mean"):
+            text += (
+                f", {r['train_examples']['mean']:.0f} examples, "
+                f"{r['train_pixels']['mean'] / 1e6:.0f}M pixels"
+            )
+        cost.append(text + f", final loss {fmt(r['final_loss'])}")
     out.append("Training cost: " + ", ".join(cost) + ".")
     seeds = len(results["seeds"])
     if seeds > 1:
@@ -406,6 +487,13 @@ def _grid_mean(per_size: dict | None) -> dict | None:
         return None
     per_seed = np.array([v["values"] for v in per_size.values()], dtype=float)
     return stats(per_seed.mean(axis=0))
+
+
+def _scaled(stat: dict | None, factor: float) -> dict | None:
+    """``stat`` with mean and std multiplied by ``factor``."""
+    if not stat or stat.get("mean") is None:
+        return None
+    return {k: None if stat.get(k) is None else stat[k] * factor for k in ("mean", "std")}
 
 
 def _command_text(command) -> str:
@@ -467,8 +555,9 @@ def report_markdown(results: dict) -> str:
         "## Cost and localization",
         "",
         "| policy | train size | train compiles | eval compiles | train examples/s "
-        "| wall time (s) | final loss | pointing game | pointing game (grid mean) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| wall time (s) | final loss | examples | pixels (M) | padded pixels (M) "
+        "| pointing game | pointing game (grid mean) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in policies:
         r = P[p]
@@ -480,6 +569,9 @@ def report_markdown(results: dict) -> str:
             fmt(r["train_examples_per_sec"], 0),
             fmt(r["wall_time_s"], 1),
             fmt(r["final_loss"]),
+            fmt(r.get("train_examples"), 0),
+            fmt(_scaled(r.get("train_pixels"), 1e-6), 1),
+            fmt(_scaled(r.get("train_padded_pixels"), 1e-6), 1),
             fmt(r.get("pointing_game")),
             fmt(_grid_mean(r.get("eval_pointing_game"))),
         ]
@@ -534,15 +626,15 @@ def plot_accuracy_vs_size(results: dict, path: str) -> None:
 
 
 def plot_heatmaps(results: dict, path: str) -> None:
-    """Mean accuracy over test height x width per policy, side by side, plus mixed − fixed
-    on a diverging colormap (blue: mixed better)."""
+    """Mean accuracy over test height x width per policy, side by side, plus mixed_example −
+    fixed (or mixed_step − fixed) on a diverging colormap (blue: mixed better)."""
     from fcn_jax.plots import draw_heatmap, plt, save_figure
 
     policies = list(results["policies"])
     means = {p: _means(results, p) for p in policies}
-    diff = None
-    if "fixed" in means and "mixed" in means:
-        diff = {k: means["mixed"][k] - means["fixed"][k] for k in means["fixed"]}
+    diff, mixed = None, _mixed_policies(policies)[-1:]  # mixed_example when compared
+    if mixed:
+        diff = {k: means[mixed[0]][k] - means["fixed"][k] for k in means["fixed"]}
     n = len(policies) + (diff is not None)
     fig, axes = plt.subplots(1, n, figsize=(3.8 * n, 3.6), squeeze=False, layout="constrained")
     axes = list(axes[0])
@@ -554,7 +646,8 @@ def plot_heatmaps(results: dict, path: str) -> None:
     if diff is not None:
         limit = max(max(abs(v) for v in diff.values()), 0.01)
         ax = axes[-1]
-        image = draw_heatmap(ax, diff, "mixed − fixed", cmap="RdBu", vmin=-limit, vmax=limit)
+        title = f"{mixed[0]} − fixed"
+        image = draw_heatmap(ax, diff, title, cmap="RdBu", vmin=-limit, vmax=limit)
         ax.set_ylabel("")
         for text in ax.texts:  # white labels vanish on the diverging map's pale middle
             text.set_color("white" if abs(float(text.get_text())) > 0.6 * limit else "black")

@@ -12,33 +12,62 @@ DEFAULT_EVAL_SIZES_2D = "grid:16,28,40,56"
 DEFAULT_EVAL_SIZES_1D = "24,32,40,56,72"
 
 
+# Values of the fields left unset (None) by the flags, the recipe and the caller's defaults.
+DEFAULTS = {
+    "model": "seed",
+    "width": 1.0,
+    "pool": "avg",
+    "recalibrate_bn": False,
+    "steps": 1500,
+    "batch_size": 64,
+    "optimizer": "adamw",
+    "learning_rate": 3e-3,
+    "schedule": "cosine",
+    "warmup_steps": 100,
+    "weight_decay": 1e-4,
+    "label_smoothing": 0.0,
+    "translate": 0.0,
+}
+# The training length is one setting given either way: a layer that sets one sets both.
+LENGTH_FIELDS = ("steps", "epochs")
+
+
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything a training run needs. Field docs double as the flag help text."""
+    """Everything a training run needs. Field docs double as the flag help text.
+
+    A field left None is *unset*: :meth:`resolved` fills it from the recipe (``--recipe``),
+    then from the caller's defaults (e.g. a comparison's), then from :data:`DEFAULTS`; fields
+    such as ``depth``, ``norm``, ``train_size`` or ``zoom`` may stay None (the preset's, the
+    data's or no augmentation).
+    """
 
     dataset: str = "procedural_digits"
     data_dir: str | None = None
-    model: str = "seed"
-    width: float = 1.0
+    recipe: str | None = None
+    model: str | None = None
+    width: float | None = None
     depth: int | None = None
     norm: str | None = None
-    pool: str = "avg"
+    pool: str | None = None
     train_size: str | None = None
     buckets: str | None = None
+    zoom: str | None = None
+    translate: float | None = None
     eval_sizes: str | None = None
     eval_mode: str = "resize"
     eval_examples: int | None = 2000
     eval_batch_size: int = 250
-    recalibrate_bn: bool = False
+    recalibrate_bn: bool | None = None
     epochs: float | None = None
-    steps: int | None = 1500
-    batch_size: int = 64
-    optimizer: str = "adamw"
-    learning_rate: float = 3e-3
-    schedule: str = "cosine"
-    warmup_steps: int = 100
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.0
+    steps: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    learning_rate: float | None = None
+    schedule: str | None = None
+    warmup_steps: int | None = None
+    weight_decay: float | None = None
+    label_smoothing: float | None = None
     seed: int = 0
     precision: str = "float32"
     checkpoint_every: int = 500
@@ -48,8 +77,31 @@ class TrainConfig:
     distributed: bool = False
     skip_corrupt: bool = False
 
+    def resolved(self, defaults: dict | None = None) -> TrainConfig:
+        """A validated copy with every unset field filled: the recipe's value, else
+        ``defaults``'s, else :data:`DEFAULTS`'s. Explicit values always win; ``steps`` and
+        ``epochs`` count as one setting (explicitly giving both is an error)."""
+        from fcn_jax.recipes import recipe_values
+
+        values = self.to_dict()
+        if all(values[k] is not None for k in LENGTH_FIELDS):
+            raise ValueError(
+                f"--steps={self.steps} and --epochs={self.epochs}: give one training length"
+            )
+        length_set = any(values[k] is not None for k in LENGTH_FIELDS)
+        for layer in (recipe_values(self.recipe), defaults or {}, DEFAULTS):
+            for key, value in layer.items():
+                if key in LENGTH_FIELDS:
+                    if not length_set:
+                        values[key] = value
+                elif values[key] is None:
+                    values[key] = value
+            length_set = length_set or any(k in layer for k in LENGTH_FIELDS)
+        return TrainConfig(**values).validate()
+
     def validate(self) -> TrainConfig:
-        """Raise ValueError with a one-line message for a bad value; return self."""
+        """Raise ValueError with a one-line message for a bad value; return self (a resolved
+        config: see :meth:`resolved`)."""
         if self.model not in PRESETS:
             raise ValueError(f"--model={self.model!r}: expected one of {sorted(PRESETS)}")
         choices = {
@@ -78,8 +130,11 @@ class TrainConfig:
                 raise ValueError(f"--{name}={getattr(self, name)}: expected a number >= 0")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"--label_smoothing={self.label_smoothing}: expected 0 <= value < 1")
-        if self.steps is None and self.epochs is None:
-            raise ValueError("give --steps or --epochs")
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give one of --steps and --epochs")
+        from fcn_jax.data.augment import parse_augmentation
+
+        parse_augmentation(self.zoom, self.translate)
         self._check_size_specs()
         return self
 
@@ -114,20 +169,32 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def field_help() -> dict[str, str]:
-    """One-line help per config field (the absl entry point turns these into flags)."""
-    return {
+def field_help(defaults: dict | None = None) -> dict[str, str]:
+    """One-line help per config field (the absl entry point turns these into flags), naming
+    the value an unset field takes (``defaults`` over :data:`DEFAULTS`)."""
+    from fcn_jax.recipes import RECIPES
+
+    texts = {
         "dataset": "procedural_digits[/CONFIG], mnist1d[/CONFIG], a TFDS name (mnist, "
         "cifar10, ...), npz:PATH or folder:PATH",
         "data_dir": "TFDS data directory (default: TFDS's own, ~/tensorflow_datasets)",
+        "recipe": f"tuned defaults, one of {sorted(RECIPES)}: they fill every flag not given "
+        "(see fcn_jax/recipes.py); config.json records the resolved values",
         "model": f"model preset: one of {sorted(PRESETS)}",
         "width": "channel-width multiplier of the preset",
         "depth": "number of stages/blocks of the preset (default: the preset's)",
         "norm": "normalization after each conv: batch or group (default: the preset's)",
         "pool": "global pooling: avg or max",
-        "train_size": "size policy: fixed:HxW | fixed:N | mixed:LO-HI[:STEP][:scale] | native "
-        "(default: native for datasets of varying size, else fixed at the data's size)",
-        "buckets": "native policy's batch shapes: auto:K or a list like 32x32,48x64",
+        "train_size": "size policy: fixed:HxW | fixed:N | mixed_step:LO-HI[:STEP][:scale] (one "
+        "size per step; alias mixed:) | mixed_example:LO-HI[:log][:aspect=R] (one size per "
+        "example, packed into --buckets) | native (default: native for datasets of varying "
+        "size, else fixed at the data's size)",
+        "buckets": "batch shapes of the native and mixed_example policies: auto:K (at most K "
+        "compiles; default auto:8) or a list like 32x32,48x64",
+        "zoom": "augmentation: content scaled by a factor drawn log-uniformly from LO-HI "
+        "(e.g. 0.7-1.2) within its canvas (default: none)",
+        "translate": "augmentation: content shifted by up to this fraction of the canvas per "
+        "axis (0 to 0.5)",
         "eval_sizes": "test sizes: a list like 28,28x16,40 or grid:16,28,40 (every HxW pair); "
         f"default {DEFAULT_EVAL_SIZES_2D} in 2-D, {DEFAULT_EVAL_SIZES_1D} in 1-D",
         "eval_mode": "resize: rescale the content to each test size; canvas: keep its scale "
@@ -135,7 +202,7 @@ def field_help() -> dict[str, str]:
         "eval_examples": "test examples used per test size (all when 0)",
         "eval_batch_size": "evaluation batch size",
         "recalibrate_bn": "re-estimate BatchNorm statistics at each test size before testing",
-        "epochs": "training length in epochs (used when --steps is not given)",
+        "epochs": "training length in epochs (instead of --steps)",
         "steps": "training length in steps",
         "batch_size": "global batch size (the base size with mixed:...:scale)",
         "optimizer": "adamw or sgd (with Nesterov momentum 0.9)",
@@ -153,6 +220,9 @@ def field_help() -> dict[str, str]:
         "distributed": "call jax.distributed.initialize() for multi-host training",
         "skip_corrupt": "skip unreadable image files (reporting how many) instead of failing",
     }
+    for key, value in {**DEFAULTS, **(defaults or {})}.items():
+        texts[key] += f" (default: {value})"
+    return texts
 
 
 _SIZE = re.compile(r"^\d+(x\d+)?$")

@@ -26,6 +26,7 @@ from fcn_jax import sharding
 from fcn_jax.checkpoint import Checkpointer, CheckpointError
 from fcn_jax.config import TrainConfig, parse_eval_sizes, size_key
 from fcn_jax.data import Dataset, TrainLoader, load_dataset, parse_size_policy, resolve_buckets
+from fcn_jax.data.augment import parse_augmentation
 from fcn_jax.data.sources import Subset
 from fcn_jax.evaluate import (
     batch_stats_step,
@@ -129,9 +130,11 @@ class _Progress:
 
 
 def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
-    """Train (or resume) in ``workdir``, evaluate, write the outputs, return the summary."""
+    """Train (or resume) in ``workdir``, evaluate, write the outputs, return the summary.
+
+    ``config`` may leave fields unset (None): they are resolved first (recipe, defaults)."""
     start_time = time.perf_counter()
-    config.validate()
+    config = config.resolved()
     _setup_jax(config)
     os.makedirs(workdir, exist_ok=True)
 
@@ -175,6 +178,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
         process_count=jax.process_count(),
         min_size=min_size,
         batch_multiple=mesh.size,
+        augmentation=parse_augmentation(config.zoom, config.translate),
     )
     total_steps = config.steps or max(1, math.ceil(config.epochs * loader.batches_per_epoch))
     tx = make_optimizer(config, total_steps)
@@ -188,6 +192,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
     checkpointer = Checkpointer(workdir, writer=True)
     config_path = os.path.join(workdir, "config.json")
     start_step, resumed_from = 0, None
+    seen = {"examples": 0, "pixels": 0, "padded_pixels": 0}  # over the whole run
     if checkpointer.latest_step() is not None:
         if os.path.exists(config_path):
             _check_resumable(read_json(config_path)["config"], config, workdir)
@@ -195,6 +200,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
         state, meta = checkpointer.restore(abstract)
         loader.set_state(meta["loader"])
         start_step = resumed_from = int(meta["step"])
+        seen = meta.get("seen", seen)
         logging.info("resumed from step %d of %s", start_step, checkpointer.directory)
     write_json(
         config_path,
@@ -222,7 +228,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
         graphdef,
         tx,
         label_smoothing=config.label_smoothing,
-        use_sizes=policy.kind == "native",
+        use_sizes=policy.pads,
         **steps_kw,
     )
     eval_step = make_eval_step(eval_graphdef, with_maps=dataset.test.has_bbox, **steps_kw)
@@ -251,6 +257,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
     for step in range(start_step + 1, total_steps + 1):
         batch = next(loader)
         examples += len(batch["label"]) * jax.process_count()
+        _count(seen, batch, jax.process_count())
         state, metrics = train_step(state, sharding.to_global(_pick(batch, TRAIN_KEYS), mesh))
         window = metrics if window is None else jax.tree.map(lambda a, b: a + b, window, metrics)
         if step % config.log_every == 0 or step == total_steps:
@@ -262,7 +269,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
             final_loss, window, last_logged = values["loss"], None, step
         if step % config.checkpoint_every == 0 or step == total_steps:
             check_finite(step)
-            checkpointer.save(step, state, {**meta, "step": step, "loader": loader.get_state()})
+            checkpointer.save(
+                step, state, {**meta, "step": step, "loader": loader.get_state(), "seen": seen}
+            )
     progress.close()
     jax.block_until_ready(state)
     train_seconds = time.perf_counter() - loop_start - train_step.compile_seconds
@@ -305,6 +314,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
         "steps": total_steps,
         "resumed_from_step": resumed_from,
         "final_loss": final_loss,
+        "train_examples": seen["examples"],
+        "train_pixels": seen["pixels"],
+        "train_padded_pixels": seen["padded_pixels"],
         "num_params": int(sum(p.size for p in jax.tree.leaves(state["params"]))),
         "devices": mesh.size,
         "device_kind": jax.devices()[0].device_kind,
@@ -325,6 +337,13 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
                 f"{config.model} trained on {train_size}",
             )
     return summary
+
+
+def _count(seen: dict, batch: dict, processes: int) -> None:
+    """Add a batch's examples, valid pixels and padded pixels (all processes) to ``seen``."""
+    seen["examples"] += len(batch["label"]) * processes
+    seen["pixels"] += int(np.prod(batch["sizes"], -1).sum()) * processes
+    seen["padded_pixels"] += int(np.prod(batch["image"].shape[:-1])) * processes
 
 
 def _pick(batch: dict, keys) -> dict:

@@ -5,18 +5,31 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from tiny import TINY_TRAIN
 
-from fcn_jax.compare import TRAIN_DEFAULTS, CompareConfig, run_comparison, sort_sizes, stats
-from fcn_jax.config import TrainConfig
-from fcn_jax.data import load_dataset
+from fcn_jax.compare import (
+    DEFAULT_EXAMPLE_OPTIONS,
+    STEP_GRID_VALUES,
+    TRAIN_DEFAULTS,
+    CompareConfig,
+    run_comparison,
+    shared_eval_sizes,
+    sort_sizes,
+    stats,
+)
+from fcn_jax.config import TrainConfig, parse_eval_sizes
+from fcn_jax.data import load_dataset, parse_size_policy
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {**TINY_TRAIN, "buckets": "auto:2"}
-OPTIONS = dict(seeds=2, fixed_size="24", mixed_size="16-24:8")
+OPTIONS = dict(seeds=2, fixed_size="24", mixed_size="16-24:8", example_size="16-28")
 
 
 def cli_flags(tfds_dir: str, workdir) -> list[str]:
@@ -26,7 +39,7 @@ def cli_flags(tfds_dir: str, workdir) -> list[str]:
 
 @pytest.fixture(scope="module")
 def compared(tfds_dir, tmp_path_factory):
-    """One comparison through the command line (3 policies x 2 seeds)."""
+    """One comparison through the command line (4 policies x 2 seeds)."""
     load_dataset(TINY["dataset"], tfds_dir)  # build the data before any other process reads it
     workdir = tmp_path_factory.mktemp("compare")
     out = subprocess.run(
@@ -67,7 +80,8 @@ def test_report_json_runs_and_plots_agree(compared):
     results = json.load(open(workdir / "compare.json"))
     report = (workdir / "report.md").read_text()
     policies = results["policies"]
-    assert list(policies) == ["fixed", "mixed", "native"]  # tiny_variable varies in size
+    # tiny_variable varies in size: native stays
+    assert list(policies) == ["fixed", "mixed_step", "mixed_example", "native"]
     assert results["seeds"] == [0, 1]
     assert "28x16" in results["eval_sizes"] and "24x24" in results["eval_sizes"]
     assert "--seeds=2" in " ".join(results["command"]) and "--seeds=2" in report
@@ -96,6 +110,11 @@ def test_report_json_runs_and_plots_agree(compared):
         assert r["reused"] == [False, False]
     assert policies["fixed"]["train_size"] == "fixed:24"
     assert policies["fixed"]["train_compiles"]["values"] == [1, 1]
+    assert policies["mixed_example"]["train_size"] == "mixed_example:16-28"
+    assert max(policies["mixed_example"]["train_compiles"]["values"]) <= 2  # auto:2 buckets
+    # The same number of training examples for every policy, and pixels reported.
+    assert len({r["train_examples"]["mean"] for r in policies.values()}) == 1
+    assert all(r["train_pixels"]["mean"] > 0 for r in policies.values())
 
     # Findings are in the report and printed; both plots are real PNGs.
     assert results["findings"] and all(f in report for f in results["findings"])
@@ -117,6 +136,38 @@ def test_second_invocation_reuses_finished_runs(compared, tfds_dir):
     assert all(r["reused"] == [True, True] for r in results["policies"].values())
     assert {p.name: os.path.getmtime(p / "summary.json") for p in runs} == mtimes
     assert "(reused)" in (workdir / "report.md").read_text()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    sizes=st.lists(st.tuples(st.integers(8, 90), st.integers(8, 90)), min_size=1, max_size=6),
+    fixed=st.integers(10, 64),
+)
+def test_default_ranges_cover_the_test_sizes_and_the_fixed_size(sizes, fixed):
+    dataset = SimpleNamespace(
+        spatial_dims=2, train=SimpleNamespace(sizes=lambda: np.full((3, 2), fixed))
+    )
+    specs = CompareConfig().policy_specs(dataset, sizes)
+    assert specs["fixed"] == f"fixed:{fixed}x{fixed}"
+    everything = [*sizes, (fixed, fixed)]
+    example = parse_size_policy(specs["mixed_example"], 2)
+    assert all(np.all(np.asarray(example.low) <= s) for s in everything)
+    assert all(np.all(np.asarray(example.high) >= s) for s in everything)
+    step = parse_size_policy(specs["mixed_step"], 2)
+    assert (fixed, fixed) in step.grid()
+    assert all(np.all(np.asarray(step.low) <= s) for s in everything)
+    assert all(np.all(np.asarray(step.high) >= s) for s in everything)
+
+
+def test_default_ranges_on_the_default_grid():
+    dataset = SimpleNamespace(
+        spatial_dims=2, train=SimpleNamespace(sizes=lambda: np.full((3, 2), 28))
+    )
+    grid = parse_eval_sizes(shared_eval_sizes(None, 2)[0], 2)
+    specs = CompareConfig().policy_specs(dataset, grid)
+    assert specs["mixed_step"] == "mixed_step:14-56:14"  # 4 x 4 = 16 compiles, 28 among them
+    assert len(parse_size_policy(specs["mixed_step"], 2).grid()) == STEP_GRID_VALUES[2] ** 2
+    assert specs["mixed_example"] == f"mixed_example:16-56{DEFAULT_EXAMPLE_OPTIONS}"
 
 
 def test_bad_options_fail_with_one_line(tfds_dir, tmp_path):

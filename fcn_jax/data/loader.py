@@ -23,7 +23,9 @@ from typing import Any
 import grain
 import numpy as np
 
+from fcn_jax.data.augment import Augmentation
 from fcn_jax.data.policies import (
+    ExampleSizes,
     SizePolicy,
     assign_buckets,
     canvas_offsets,
@@ -35,6 +37,9 @@ from fcn_jax.data.policies import (
 from fcn_jax.data.sources import Source
 
 Batch = dict[str, np.ndarray]
+# A planned global batch: example indices, the batch's spatial shape, and each example's own
+# size (B, D) where examples differ (mixed_example), else None.
+PlannedBatch = tuple[np.ndarray, tuple[int, ...], np.ndarray | None]
 
 
 def _effective_sizes(sizes: np.ndarray, min_size: Sequence[int]) -> np.ndarray:
@@ -71,17 +76,20 @@ class TrainLoader:
     Plan per epoch (identical on every process): a permutation of the examples drawn from
     ``(seed, epoch)``, then
 
-    * fixed / mixed: consecutive chunks of the permutation; the last partial chunk is dropped.
-      Mixed draws each step's size from ``(seed, step)``; with ``scale_batch`` the batch size
-      follows :meth:`SizePolicy.batch_size` and the epoch ends when the next batch does not fit.
+    * fixed / mixed_step / mixed_example: consecutive chunks of the permutation; the last partial
+      chunk is dropped. mixed_step draws each step's size from ``(seed, step)``; with
+      ``scale_batch`` the batch size follows :meth:`SizePolicy.batch_size` and the epoch ends
+      when the next batch does not fit. mixed_example draws each step's bucket and every
+      example's size within it from ``(seed, step)`` (:class:`ExampleSizes`).
     * native: examples are grouped by bucket (the smallest-area bucket they fit, after raising
       them to ``min_size``) in permutation order, chunked into full batches (each bucket's
       remainder is dropped for that epoch; the next permutation gives them another chance), and
       the batches shuffled.
 
     Examples smaller than ``min_size`` on some axis are upsized to it on that axis (native), and
-    fixed/mixed sizes below ``min_size`` are an error. On ``process_count`` processes, each takes
-    rows ``process_index::process_count`` of every global batch.
+    fixed/mixed sizes below ``min_size`` are an error. ``augmentation`` zooms and shifts every
+    example within its canvas, drawn from ``(seed, step)``. On ``process_count`` processes, each
+    takes rows ``process_index::process_count`` of every global batch.
 
     Args:
       source: random-access examples with ``sizes()``.
@@ -93,6 +101,7 @@ class TrainLoader:
       min_size: the model's smallest extent per axis.
       batch_multiple: ``scale_batch`` batch sizes are multiples of this (default
         ``process_count``; pass the global device count).
+      augmentation: random zoom and shift (default: none).
       num_threads, prefetch: Grain background threads and batches read ahead.
     """
 
@@ -108,6 +117,7 @@ class TrainLoader:
         process_count: int = 1,
         min_size: Sequence[int] | None = None,
         batch_multiple: int | None = None,
+        augmentation: Augmentation | None = None,
         num_threads: int = 2,
         prefetch: int = 4,
     ):
@@ -124,6 +134,7 @@ class TrainLoader:
                 f"batch_multiple {batch_multiple} is not a multiple of {process_count}"
             )
         self.source, self.policy, self.seed = source, policy, seed
+        self.augmentation = augmentation or Augmentation()
         self.batch_size, self.process_index, self.process_count = (
             batch_size,
             process_index,
@@ -141,20 +152,21 @@ class TrainLoader:
                     f"an example of size {big} fits none of the buckets {self.buckets}"
                 )
         else:
-            missing = set(policy.grid()) - set(self.buckets)
-            if missing:
-                raise ValueError(f"sizes {sorted(missing)} of the policy are not in the buckets")
             small = [
                 s
-                for s in policy.grid()
+                for s in ([policy.low] if policy.kind == "mixed_example" else policy.grid())
                 if any(a < m for a, m in zip(s, self.min_size, strict=True))
             ]
+            if policy.kind == "mixed_example":
+                self._example_sizes = ExampleSizes(policy, self.buckets)
+            elif missing := set(policy.grid()) - set(self.buckets):
+                raise ValueError(f"sizes {sorted(missing)} of the policy are not in the buckets")
             if small:
                 raise ValueError(
                     f"policy sizes {small} are below the model's min_size {self.min_size}"
                 )
         self._lock = threading.Lock()
-        self._plans: dict[int, list[tuple[np.ndarray, tuple[int, ...]]]] = {}
+        self._plans: dict[int, list[PlannedBatch]] = {}
         self._offsets = [0]  # first global step of each epoch planned so far
         self.batches_per_epoch = None if self._variable_epochs else len(self._plan(0))
         if not self._plan(0):
@@ -168,10 +180,10 @@ class TrainLoader:
 
     @property
     def _variable_epochs(self) -> bool:
-        return self.policy.kind == "mixed" and self.policy.scale_batch
+        return self.policy.kind == "mixed_step" and self.policy.scale_batch
 
-    def _plan(self, epoch: int) -> list[tuple[np.ndarray, tuple[int, ...]]]:
-        """Epoch ``epoch``'s global batches as (example indices, spatial size)."""
+    def _plan(self, epoch: int) -> list[PlannedBatch]:
+        """Epoch ``epoch``'s global batches."""
         with self._lock:
             if epoch not in self._plans:
                 if len(self._plans) > 4:  # threads only look at neighbouring epochs
@@ -186,13 +198,15 @@ class TrainLoader:
             batches = []
             for k, bucket in enumerate(self.buckets):
                 members = perm[self._assign[perm] == k]
-                batches += [(members[j : j + b], bucket) for j in range(0, len(members) - b + 1, b)]
+                batches += [
+                    (members[j : j + b], bucket, None) for j in range(0, len(members) - b + 1, b)
+                ]
             order = np.random.default_rng([self.seed, 2, epoch]).permutation(len(batches))
             return [batches[i] for i in order]
         if not self._variable_epochs:
             first = epoch * (self._n // b)
             return [
-                (perm[j * b : (j + 1) * b], self.policy.draw_size(self.seed, first + j))
+                (perm[j * b : (j + 1) * b], *self._draw_shape(first + j, b))
                 for j in range(self._n // b)
             ]
         step, pos, batches = self._offsets[epoch], 0, []
@@ -201,8 +215,14 @@ class TrainLoader:
             n = self.policy.batch_size(b, size, self.batch_multiple)
             if pos + n > self._n:
                 return batches
-            batches.append((perm[pos : pos + n], size))
+            batches.append((perm[pos : pos + n], size, None))
             pos, step = pos + n, step + 1
+
+    def _draw_shape(self, step: int, n: int) -> tuple[tuple[int, ...], np.ndarray | None]:
+        """Step ``step``'s batch shape and, for mixed_example, its ``n`` example sizes."""
+        if self.policy.kind == "mixed_example":
+            return self._example_sizes.draw(self.seed, step, n)
+        return self.policy.draw_size(self.seed, step), None
 
     def _locate(self, step: int) -> tuple[int, int]:
         """(epoch, batch within epoch) of a global step."""
@@ -221,14 +241,24 @@ class TrainLoader:
 
     def _load(self, step: int) -> Batch:
         epoch, j = self._locate(step)
-        indices, size = self._plan(epoch)[j]
-        local = indices[self.process_index :: self.process_count]
-        batch = _empty_batch(len(local), size, self.source.in_channels)
+        indices, shape, sizes = self._plan(epoch)[j]
+        rows = slice(self.process_index, None, self.process_count)
+        local = indices[rows]
+        sizes = sizes[rows] if sizes is not None else [shape] * len(local)
+        aug = self.augmentation
+        if aug.active:
+            zooms, shifts = (a[rows] for a in aug.draw(self.seed, step, len(indices), len(shape)))
+        batch = _empty_batch(len(local), shape, self.source.in_channels)
         for k, (i, ex) in enumerate(zip(local, self.source.get_many(local), strict=True)):
             if self.policy.kind == "native":
                 image = _fit_min_size(ex["image"], self.min_size)
+                size = image.shape[:-1]
             else:
-                image = resize(ex["image"], size)
+                image, size = ex["image"], tuple(int(v) for v in sizes[k])
+            if aug.active:
+                image = aug.apply(image, size, zooms[k], shifts[k])
+            else:
+                image = resize(image, size)
             _paste(batch, k, i, image, ex["label"])
         return batch
 
@@ -264,7 +294,12 @@ class TrainLoader:
 
     @property
     def padding_efficiency(self) -> float:
-        """Valid / padded positions (1.0 for fixed and mixed, which resize instead of pad)."""
+        """Valid / padded positions (1.0 for fixed and mixed_step, which resize instead of pad;
+        mixed_example: expected over its size distribution)."""
+        if self.policy.kind == "mixed_example":
+            sizes, prob = self.policy.size_distribution()
+            areas = np.prod(np.asarray(self.buckets), -1)[assign_buckets(sizes, self.buckets)]
+            return float((prob * np.prod(sizes, -1)).sum() / (prob * areas).sum())
         if self.policy.kind != "native":
             return 1.0
         return padding_efficiency(self._sizes, self.buckets)

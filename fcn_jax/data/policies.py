@@ -3,10 +3,16 @@
 A *size policy* says which spatial size each training example gets:
 
 * ``fixed:HxW`` (``fixed:N`` = NxN in 2-D, ``fixed:L`` in 1-D): every example is resized to it.
-* ``mixed:LO-HI[:STEP][:scale]``: one size per training step, each axis drawn independently
-  from ``LO, LO+STEP, ..., HI`` (STEP defaults to 8; in 2-D LO and HI may be ``HxW``). With the
-  ``:scale`` suffix the batch size is scaled so pixels per step stay about constant (see
+* ``mixed_step:LO-HI[:STEP][:scale]`` (``mixed:`` is the same): one size per training step
+  (Mix & Match), each axis drawn independently from ``LO, LO+STEP, ..., HI`` (STEP defaults to
+  8; in 2-D LO and HI may be ``HxW``); one compile per grid size. With the ``:scale`` suffix
+  the batch size is scaled so pixels per step stay about constant (see
   :meth:`SizePolicy.batch_size`).
+* ``mixed_example:LO-HI[:log][:aspect=R]``: every example gets its own size, each axis an
+  integer in ``[LO, HI]`` (uniform, or log-uniform with ``:log``; with ``:aspect=R`` the longer
+  side is at most R times the shorter). Sizes are packed into at most K padded buckets
+  (``--buckets=auto:K``, as native) with the true sizes carried, so any range compiles at most
+  K times (see :class:`ExampleSizes`).
 * ``native``: every example keeps its own size; batches are grouped into shape buckets and
   zero-padded at the end of each axis, with the true sizes carried along.
 
@@ -28,7 +34,10 @@ DEFAULT_STEP = 8
 DEFAULT_AUTO_BUCKETS = 8
 _MAX_CANDIDATES = 2500
 
-_POLICY_FORMS = "expected 'fixed:HxW', 'fixed:N', 'mixed:LO-HI[:STEP][:scale]' or 'native'"
+_POLICY_FORMS = (
+    "expected 'fixed:HxW', 'fixed:N', 'mixed_step:LO-HI[:STEP][:scale]', "
+    "'mixed_example:LO-HI[:log][:aspect=R]' or 'native'"
+)
 _BUCKET_FORMS = "expected 'auto:K' or a comma-separated list of shapes like '32x32,48x64'"
 
 Size = tuple[int, ...]
@@ -39,11 +48,14 @@ class SizePolicy:
     """A parsed size policy (see the module docstring for the spec strings).
 
     Attributes:
-      kind: ``"fixed"``, ``"mixed"`` or ``"native"``.
+      kind: ``"fixed"``, ``"mixed_step"``, ``"mixed_example"`` or ``"native"``.
       spatial_dims: 1 or 2.
       size: the size of a fixed policy.
-      low, high, step: the per-axis grid ``low, low+step, ..., high`` of a mixed policy.
-      scale_batch: mixed only; scale batch size inversely with pixels per example.
+      low, high: the per-axis range of a mixed policy.
+      step: mixed_step: the grid ``low, low+step, ..., high`` per axis.
+      scale_batch: mixed_step only; scale batch size inversely with pixels per example.
+      log_scale: mixed_example: log-uniform instead of uniform per axis.
+      max_aspect: mixed_example: longest side / shortest side at most this (2-D).
     """
 
     kind: str
@@ -53,34 +65,61 @@ class SizePolicy:
     high: Size | None = None
     step: int = DEFAULT_STEP
     scale_batch: bool = False
+    log_scale: bool = False
+    max_aspect: float | None = None
+
+    @property
+    def pads(self) -> bool:
+        """Whether batches hold examples of different sizes (zero-padded; masking needed)."""
+        return self.kind in ("native", "mixed_example")
 
     def axis_values(self) -> list[np.ndarray]:
-        """Mixed: the allowed extents of each axis."""
-        self._require("mixed")
+        """Mixed per step: the allowed extents of each axis."""
+        self._require("mixed_step")
         return [
             np.arange(lo, hi + 1, self.step) for lo, hi in zip(self.low, self.high, strict=True)
         ]
 
     def grid(self) -> list[Size]:
-        """All sizes this policy can produce (fixed: one; mixed: the grid; native: none)."""
+        """All sizes this policy can produce (fixed: one; mixed_step: the grid; mixed_example:
+        every size of nonzero probability; native: none)."""
         if self.kind == "fixed":
             return [self.size]
-        if self.kind == "mixed":
+        if self.kind == "mixed_step":
             mesh = np.meshgrid(*self.axis_values(), indexing="ij")
             return [tuple(int(v) for v in s) for s in zip(*(m.ravel() for m in mesh), strict=True)]
+        if self.kind == "mixed_example":
+            return [tuple(int(v) for v in s) for s in self.size_distribution()[0]]
         return []
+
+    def size_distribution(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mixed per example: every possible size ``(N, D)`` and its probability ``(N,)``.
+
+        Per axis the density is uniform over the integers ``[low, high]`` or, with
+        ``log_scale``, proportional to ``1/n`` (uniform in log size); ``max_aspect`` removes the
+        sizes whose longer side exceeds that multiple of the shorter and renormalizes.
+        """
+        self._require("mixed_example")
+        axes = [np.arange(lo, hi + 1) for lo, hi in zip(self.low, self.high, strict=True)]
+        mesh = np.meshgrid(*axes, indexing="ij")
+        sizes = np.stack([m.ravel() for m in mesh], -1).astype(np.int64)
+        weight = 1.0 / np.prod(sizes, -1) if self.log_scale else np.ones(len(sizes))
+        if self.max_aspect is not None:
+            weight = weight * (sizes.max(-1) <= self.max_aspect * sizes.min(-1))
+        keep = weight > 0
+        return sizes[keep], weight[keep] / weight[keep].sum()
 
     def draw_size(self, seed: int, step: int) -> Size:
         """The size of training step ``step``: a pure function of ``(seed, step)``."""
         if self.kind == "fixed":
             return self.size
-        self._require("mixed")
+        self._require("mixed_step")
         rng = np.random.default_rng([seed, step])
         return tuple(int(v[rng.integers(len(v))]) for v in self.axis_values())
 
     def reference_size(self) -> tuple[float, ...]:
-        """Mixed: the middle of the range, whose pixel count ``batch_size`` preserves."""
-        self._require("mixed")
+        """Mixed per step: the middle of the range, whose pixel count ``batch_size`` keeps."""
+        self._require("mixed_step")
         return tuple((lo + hi) / 2 for lo, hi in zip(self.low, self.high, strict=True))
 
     def batch_size(self, base_batch: int, size: Size, batch_multiple: int = 1) -> int:
@@ -91,7 +130,7 @@ class SizePolicy:
         (the number of devices) and at least ``batch_multiple``, where ``ref_pixels`` is the
         pixel count at the middle of the range: pixels per step stay about constant.
         """
-        if not (self.kind == "mixed" and self.scale_batch):
+        if not (self.kind == "mixed_step" and self.scale_batch):
             return base_batch
         ref = math.prod(self.reference_size())
         b = base_batch * ref / math.prod(size)
@@ -114,7 +153,8 @@ def _parse_size(text: str, spatial_dims: int, spec: str) -> Size:
 
 
 def parse_size_policy(spec: str, spatial_dims: int) -> SizePolicy:
-    """Parse a policy string (``fixed:...``, ``mixed:...``, ``native``) for 1-D or 2-D data."""
+    """Parse a policy string (``fixed:...``, ``mixed_step:...`` (alias ``mixed:...``),
+    ``mixed_example:...``, ``native``) for 1-D or 2-D data."""
     if spatial_dims not in (1, 2):
         raise ValueError(f"spatial_dims must be 1 or 2, got {spatial_dims}")
     kind, _, rest = spec.strip().partition(":")
@@ -123,29 +163,65 @@ def parse_size_policy(spec: str, spatial_dims: int) -> SizePolicy:
             return SizePolicy("native", spatial_dims)
         if kind == "fixed" and rest:
             return SizePolicy("fixed", spatial_dims, size=_parse_size(rest, spatial_dims, spec))
-        if kind == "mixed" and rest:
-            return _parse_mixed(rest, spatial_dims, spec)
+        if kind in ("mixed", "mixed_step") and rest:
+            return _parse_mixed_step(rest, spatial_dims, spec)
+        if kind == "mixed_example" and rest:
+            return _parse_mixed_example(rest, spatial_dims, spec)
     except ValueError as e:
         raise ValueError(f"bad size policy {spec!r}: {e}; {_POLICY_FORMS}") from None
     raise ValueError(f"bad size policy {spec!r}: {_POLICY_FORMS}")
 
 
-def _parse_mixed(rest: str, spatial_dims: int, spec: str) -> SizePolicy:
+def _parse_range(text: str, spatial_dims: int, spec: str) -> tuple[Size, Size]:
+    """``"LO-HI"`` (each ``N`` or ``HxW``) → (low, high)."""
+    if not re.fullmatch(r"[\dx]+-[\dx]+", text):
+        raise ValueError("malformed range")
+    lo, hi = (_parse_size(t, spatial_dims, spec) for t in text.split("-"))
+    if any(h < lo_ for lo_, h in zip(lo, hi, strict=True)):
+        raise ValueError("need LO <= HI")
+    return lo, hi
+
+
+def _parse_mixed_step(rest: str, spatial_dims: int, spec: str) -> SizePolicy:
     fields = rest.split(":")
     scale = fields[-1] == "scale"
     if scale:
         fields = fields[:-1]
-    if len(fields) not in (1, 2) or not re.fullmatch(r"[\dx]+-[\dx]+", fields[0]):
+    if len(fields) not in (1, 2):
         raise ValueError("malformed range")
-    lo, hi = (_parse_size(t, spatial_dims, spec) for t in fields[0].split("-"))
+    lo, hi = _parse_range(fields[0], spatial_dims, spec)
     step = int(fields[1]) if len(fields) == 2 and fields[1].isdigit() else DEFAULT_STEP
     if len(fields) == 2 and not fields[1].isdigit():
         raise ValueError(f"STEP {fields[1]!r} is not an integer")
-    if step < 1 or any(h < lo_ for lo_, h in zip(lo, hi, strict=True)):
-        raise ValueError("need LO <= HI and STEP >= 1")
+    if step < 1:
+        raise ValueError("need STEP >= 1")
     if any((h - lo_) % step for lo_, h in zip(lo, hi, strict=True)):
         raise ValueError(f"HI - LO must be a multiple of STEP={step}")
-    return SizePolicy("mixed", spatial_dims, low=lo, high=hi, step=step, scale_batch=scale)
+    return SizePolicy("mixed_step", spatial_dims, low=lo, high=hi, step=step, scale_batch=scale)
+
+
+def _parse_mixed_example(rest: str, spatial_dims: int, spec: str) -> SizePolicy:
+    text, *options = rest.split(":")
+    lo, hi = _parse_range(text, spatial_dims, spec)
+    log_scale, aspect = False, None
+    for option in options:
+        if option == "log":
+            log_scale = True
+        elif option.startswith("aspect=") and spatial_dims == 2:
+            try:
+                aspect = float(option[7:])
+            except ValueError:
+                aspect = 0.0
+            if not aspect >= 1:
+                raise ValueError(f"{option!r}: the aspect bound must be a number >= 1")
+        else:
+            raise ValueError(f"unknown option {option!r}")
+    policy = SizePolicy(
+        "mixed_example", spatial_dims, low=lo, high=hi, log_scale=log_scale, max_aspect=aspect
+    )
+    if not len(policy.size_distribution()[0]):
+        raise ValueError(f"no size in the range has aspect ratio <= {aspect}")
+    return policy
 
 
 # --- buckets -------------------------------------------------------------------------------
@@ -186,20 +262,27 @@ def resolve_buckets(
 ) -> list[Size]:
     """The declared set of batch shapes.
 
-    Fixed: the one size; mixed: the whole grid; native: ``auto:K`` (default ``auto:8``) picks at
-    most K shapes from the data minimizing padded area, or an explicit list ``"32x32,48x64"``.
-    Every example (first raised to ``min_size`` per axis) must fit some bucket.
+    Fixed: the one size; mixed_step: the whole grid; native and mixed_example: ``auto:K``
+    (default ``auto:8``) picks at most K shapes minimizing the expected padded area (native: over
+    the data's sizes; mixed_example: over the policy's size distribution), or an explicit list
+    ``"32x32,48x64"``. Every size (first raised to ``min_size`` per axis) must fit some bucket.
 
     Args:
       spec: bucket spec, or None.
-      example_sizes: ``(N, D)`` extents (``Source.sizes()``).
+      example_sizes: native: ``(N, D)`` extents (``Source.sizes()``); ignored otherwise.
       min_size: the model's minimum extent per axis.
     """
-    if policy.kind != "native":
+    if not policy.pads:
         if spec is not None:
-            raise ValueError(f"bucket spec {spec!r} only applies to the native policy")
+            raise ValueError(
+                f"bucket spec {spec!r} only applies to the native and mixed_example policies"
+            )
         return policy.grid()
-    sizes = np.asarray(example_sizes, np.int64).reshape(len(example_sizes), -1)
+    if policy.kind == "mixed_example":
+        sizes, weights = policy.size_distribution()
+    else:
+        sizes = np.asarray(example_sizes, np.int64).reshape(len(example_sizes), -1)
+        weights = None
     if min_size is not None:
         sizes = np.maximum(sizes, np.asarray(min_size))
     spec = spec or f"auto:{DEFAULT_AUTO_BUCKETS}"
@@ -207,7 +290,7 @@ def resolve_buckets(
         k = spec[5:]
         if not k.isdigit() or int(k) < 1:
             raise ValueError(f"bad bucket spec {spec!r}: {_BUCKET_FORMS}")
-        return auto_buckets(sizes, int(k))
+        return auto_buckets(sizes, int(k), weights)
     try:
         buckets = [_parse_size(t, policy.spatial_dims, spec) for t in spec.split(",")]
     except ValueError as e:
@@ -215,14 +298,15 @@ def resolve_buckets(
     idx = assign_buckets(sizes, buckets)
     if (idx < 0).any():
         big = tuple(int(v) for v in sizes[idx < 0][0])
+        what = "examples" if weights is None else "sizes of the policy"
         raise ValueError(
-            f"{(idx < 0).sum()} examples fit no bucket in {spec!r} (e.g. size {big}); "
+            f"{(idx < 0).sum()} {what} fit no bucket in {spec!r} (e.g. size {big}); "
             "add a larger bucket"
         )
     return sorted(set(buckets))
 
 
-def auto_buckets(sizes: np.ndarray, k: int) -> list[Size]:
+def auto_buckets(sizes: np.ndarray, k: int, weights: np.ndarray | None = None) -> list[Size]:
     """At most ``k`` bucket shapes covering every size, chosen to minimize padded area.
 
     Greedy: start from the per-axis maximum (covers everything), repeatedly add the example
@@ -231,11 +315,14 @@ def auto_buckets(sizes: np.ndarray, k: int) -> list[Size]:
 
     Args:
       sizes: ``(N, D)`` example extents.
+      weights: ``(N,)`` weight of each size (default: 1 each, i.e. counts).
     Returns:
       Sorted list of shapes.
     """
     sizes = np.asarray(sizes, np.int64)
-    shapes, counts = np.unique(sizes, axis=0, return_counts=True)
+    w = np.ones(len(sizes)) if weights is None else np.asarray(weights, np.float64)
+    shapes, inverse = np.unique(sizes, axis=0, return_inverse=True)
+    counts = np.bincount(inverse.ravel(), weights=w)
     if len(shapes) > _MAX_CANDIDATES:
         # Keep the (U, U) cost matrix small: round each axis up to one of a few per-axis
         # quantiles. Buckets built from rounded shapes still fit the originals.
@@ -245,16 +332,16 @@ def auto_buckets(sizes: np.ndarray, k: int) -> list[Size]:
             [ax[np.searchsorted(ax, col)] for ax, col in zip(axes, shapes.T, strict=True)], -1
         )
         shapes, inverse = np.unique(rounded, axis=0, return_inverse=True)
-        counts = np.bincount(inverse.ravel(), weights=counts).astype(np.int64)
+        counts = np.bincount(inverse.ravel(), weights=counts)
     # cand_cost[c, u]: padded area of shape u in bucket c (huge where it does not fit).
     fits = (shapes[None, :, :] <= shapes[:, None, :]).all(-1)
-    cand_cost = np.where(fits, np.prod(shapes, -1)[:, None], np.iinfo(np.int64).max // 4)
+    cand_cost = np.where(fits, np.prod(shapes, -1)[:, None], np.inf)
     buckets = [tuple(shapes.max(0))]
-    cost = np.full(len(shapes), math.prod(buckets[0]), np.int64)
+    cost = np.full(len(shapes), float(math.prod(buckets[0])))
     while len(buckets) < k:
         total = (np.minimum(cost[None, :], cand_cost) * counts).sum(1)  # (U,)
         best = int(total.argmin())
-        if total[best] >= (cost * counts).sum():
+        if total[best] >= (cost * counts).sum() * (1 - 1e-12):
             break
         buckets.append(tuple(shapes[best]))
         cost = np.minimum(cost, cand_cost[best])
@@ -265,6 +352,35 @@ def auto_buckets(sizes: np.ndarray, k: int) -> list[Size]:
             break
         buckets = shrunk
     return [tuple(int(v) for v in b) for b in sorted(buckets)]
+
+
+class ExampleSizes:
+    """The per-example sizes of a ``mixed_example`` policy, drawn one bucket per step.
+
+    Every batch fills one bucket: a step first draws bucket ``k`` with the probability that a
+    size of the policy lands in it (its smallest fitting bucket), then each example's size from
+    the policy's distribution restricted to that bucket's sizes. Each example's size is therefore
+    distributed exactly as the policy says, while a batch has one padded shape.
+    """
+
+    def __init__(self, policy: SizePolicy, buckets: Sequence[Size]):
+        sizes, prob = policy.size_distribution()
+        self.buckets = [tuple(int(v) for v in b) for b in buckets]
+        assign = assign_buckets(sizes, self.buckets)
+        if (assign < 0).any():
+            big = tuple(int(v) for v in sizes[assign < 0][0])
+            raise ValueError(f"size {big} of the policy fits none of the buckets {self.buckets}")
+        self._members = [sizes[assign == k] for k in range(len(self.buckets))]
+        mass = np.array([prob[assign == k].sum() for k in range(len(self.buckets))])
+        self._bucket_prob = mass / mass.sum()
+        self._prob = [prob[assign == k] / max(m, 1e-300) for k, m in enumerate(mass)]
+
+    def draw(self, seed: int, step: int, n: int) -> tuple[Size, np.ndarray]:
+        """Step ``step``'s bucket and ``(n, D)`` example sizes: a pure function of (seed, step)."""
+        rng = np.random.default_rng([seed, 3, step])
+        k = int(rng.choice(len(self.buckets), p=self._bucket_prob))
+        pick = rng.choice(len(self._members[k]), size=n, p=self._prob[k])
+        return self.buckets[k], self._members[k][pick]
 
 
 # --- resizing ------------------------------------------------------------------------------
@@ -305,17 +421,21 @@ def canvas_offsets(in_size: Sequence[int], out_size: Sequence[int]) -> tuple[Siz
 def place_on_canvas(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Keep content scale: center ``(*spatial, C)`` on a zero canvas ``(*size, C)``, cropping the
     center where the content is larger."""
-    in_size = image.shape[:-1]
-    src, dst = canvas_offsets(in_size, size)
-    n = [min(i, o) for i, o in zip(in_size, size, strict=True)]
+    return paste_centered(image, size, (0,) * len(size))
+
+
+def paste_centered(image: np.ndarray, size: Sequence[int], shift: Sequence[int]) -> np.ndarray:
+    """``(*spatial, C)`` content centered on a zero canvas ``(*size, C)`` (as
+    :func:`canvas_offsets`), moved by ``shift`` positions per axis, cropped to the canvas."""
+    src, dst = canvas_offsets(image.shape[:-1], size)
     out = np.zeros((*size, image.shape[-1]), np.float32)
-    out[tuple(slice(d, d + m) for d, m in zip(dst, n, strict=True))] = image[
-        tuple(slice(s, s + m) for s, m in zip(src, n, strict=True))
-    ]
+    src_sl, dst_sl = [], []
+    for i, o, s0, d0, t in zip(image.shape[:-1], size, src, dst, shift, strict=True):
+        start = d0 - s0 + t  # canvas position of content index 0
+        lo, hi = max(0, start), min(o, start + i)
+        if hi <= lo:
+            return out
+        dst_sl.append(slice(lo, hi))
+        src_sl.append(slice(lo - start, hi - start))
+    out[tuple(dst_sl)] = image[tuple(src_sl)]
     return out
-
-
-def pad_to(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """Zero-pad ``(*spatial, C)`` at the end of each axis to ``(*size, C)``."""
-    pad = [(0, s - i) for i, s in zip(image.shape[:-1], size, strict=True)] + [(0, 0)]
-    return np.pad(image, pad)

@@ -1,0 +1,67 @@
+"""Recipes: tuned values for the training flags, by name (``--recipe=NAME``).
+
+A recipe fills every flag the command line leaves unset; explicit flags override it, and the
+run's ``config.json`` records the resolved values (see ``TrainConfig.resolved``).
+
+``digits``: 2-D, MNIST-like grayscale digits, one set of weights for every size 14-64::
+
+    python -m experiments.train --workdir=runs/digits --recipe=digits \
+        --dataset=procedural_digits/fixed28 --eval_sizes=14,20,28,28x16,16x28,40,56,64
+
+``signals``: 1-D, MNIST-1D-like signals, every length 24-72::
+
+    python -m experiments.train --workdir=runs/signals --recipe=signals --dataset=mnist1d \
+        --eval_sizes=24,32,40,48,56,64,72
+
+What they reach, measured on the data this project has, is in docs/results.md.
+"""
+
+from __future__ import annotations
+
+RECIPES: dict[str, dict] = {
+    "digits": {
+        "model": "resnet",
+        "width": 1.0,
+        "depth": 1,
+        "train_size": "mixed_example:14-64",
+        "buckets": "auto:8",
+        "zoom": "0.8-1.25",
+        "translate": 0.1,
+        "epochs": 4,
+        "batch_size": 64,
+        "optimizer": "adamw",
+        "learning_rate": 3e-3,
+        "schedule": "warmup_cosine",
+        "warmup_steps": 200,
+        "weight_decay": 1e-4,
+        "label_smoothing": 0.0,
+        "recalibrate_bn": True,
+    },
+    "signals": {
+        "model": "resnet",
+        "width": 1.0,
+        "depth": 2,
+        "train_size": "mixed_example:24-72",
+        "buckets": "auto:8",
+        "zoom": "0.9-1.1",
+        "translate": 0.05,
+        "steps": 3000,
+        "batch_size": 64,
+        "optimizer": "adamw",
+        "learning_rate": 3e-3,
+        "schedule": "warmup_cosine",
+        "warmup_steps": 200,
+        "weight_decay": 1e-4,
+        "label_smoothing": 0.0,
+        "recalibrate_bn": True,
+    },
+}
+
+
+def recipe_values(name: str | None) -> dict:
+    """The flag values of recipe ``name`` (``{}`` for None)."""
+    if name is None:
+        return {}
+    if name not in RECIPES:
+        raise ValueError(f"--recipe={name!r}: expected one of {sorted(RECIPES)}")
+    return dict(RECIPES[name])
