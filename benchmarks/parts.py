@@ -186,7 +186,7 @@ class Bench:
 
 def default_optimizer(steps: int) -> optax.GradientTransformation:
     """The training script's default optimizer (AdamW 3e-3) with a constant learning rate."""
-    return make_optimizer(TrainConfig(schedule="constant", steps=steps), steps)
+    return make_optimizer(TrainConfig(schedule="constant", steps=steps).resolved(), steps)
 
 
 # --- 1. compile budget -----------------------------------------------------------------------

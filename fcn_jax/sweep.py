@@ -244,7 +244,7 @@ def plan_runs(grid: dict[str, list], seeds: list[int], base: dict) -> list[Run]:
         where = "grid point " + ", ".join(f"{k}={v}" for k, v in params.items())
         config = TrainConfig(**{**base, **params})
         try:
-            config.validate()  # includes the syntax of size specs
+            config.resolved()  # validates, the syntax of size specs included
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
         for seed in seeds:

@@ -51,7 +51,7 @@ def test_set_and_grid_files(tmp_path):
         ('{"steps": ["ten"]}', r"g.json: key 'steps': 'ten' is not an int"),
         ('{"steps": []}', r"g.json: key 'steps': empty list"),
         ('{"seed": [0, 1]}', r"g.json: key 'seed': .*--seeds"),
-        ('{"steps": [null]}', r"g.json: key 'steps': None is not allowed"),
+        ('{"eval_mode": [null]}', r"g.json: key 'eval_mode': None is not allowed"),
         ('["steps"]', r"g.json: expected a mapping"),
         ('{"steps": [1,', r"g.json: not valid JSON"),
     ],
