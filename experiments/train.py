@@ -1,7 +1,7 @@
 """Train one FCN and evaluate it over a grid of test sizes.
 
     python -m experiments.train --workdir=runs/seed
-    python -m experiments.train --workdir=runs/mixed --train_size=mixed:16-64:16
+    python -m experiments.train --workdir=runs/mixed --train_size=mixed_example:16-64:log
     python -m experiments.train --workdir=runs/1d --dataset=mnist1d/variable --eval_sizes=32,64
     python -m experiments.train --workdir=runs/signals --dataset=mnist1d --recipe=signals
 

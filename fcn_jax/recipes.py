@@ -39,9 +39,9 @@ RECIPES: dict[str, dict] = {
     },
     "signals": {
         "model": "resnet",
-        "width": 1.0,
+        "width": 1.5,
         "depth": 2,
-        "train_size": "mixed_example:24-72",
+        "train_size": "mixed_example:32-72",
         "buckets": "auto:8",
         "zoom": "0.9-1.1",
         "translate": 0.05,

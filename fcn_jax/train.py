@@ -10,7 +10,6 @@ summary.json and (2-D) eval_heatmap.png.
 from __future__ import annotations
 
 import functools
-import math
 import os
 import sys
 import time
@@ -180,7 +179,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
         batch_multiple=mesh.size,
         augmentation=parse_augmentation(config.zoom, config.translate),
     )
-    total_steps = config.steps or max(1, math.ceil(config.epochs * loader.batches_per_epoch))
+    total_steps = config.steps or loader.steps_for(config.epochs)
     tx = make_optimizer(config, total_steps)
     schedule = make_schedule(config, total_steps)
     model.train()

@@ -211,3 +211,11 @@ def test_recipe_values_land_in_config_json(tfds_dir, tmp_path):
     for key in ("train_size", "zoom", "translate", "schedule", "buckets"):
         assert saved[key] == RECIPES["signals"][key]
     assert saved["model"] == "seed" and saved["steps"] == TINY_TRAIN["steps"]
+
+
+def test_epochs_of_varying_length_count_their_own_steps(small):
+    loader = _loader(small, "mixed_step:8-24:4:scale")
+    n = loader.steps_for(1)
+    first = np.concatenate([b["index"] for b in _take(loader, n)])
+    assert len(set(first.tolist())) == len(first) > len(small.train) // 2  # one epoch, no repeat
+    assert loader.steps_for(2) > n and loader.steps_for(0.5) == math.ceil(n / 2)

@@ -14,6 +14,7 @@ Every batch is ``{"image": (B, *size, C) float32, "label": (B,) int32, "sizes": 
 from __future__ import annotations
 
 import bisect
+import math
 import sys
 import threading
 import time
@@ -223,6 +224,17 @@ class TrainLoader:
         if self.policy.kind == "mixed_example":
             return self._example_sizes.draw(self.seed, step, n)
         return self.policy.draw_size(self.seed, step), None
+
+    def steps_for(self, epochs: float) -> int:
+        """Global steps in the first ``epochs`` epochs (a fraction takes that share of the last
+        one's batches); epochs of ``scale_batch`` policies differ in length."""
+        whole = int(epochs)
+        lengths = []
+        for epoch in range(whole + 1):
+            while self._variable_epochs and len(self._offsets) <= epoch:  # planned in order
+                self._locate(self._offsets[-1])
+            lengths.append(len(self._plan(epoch)))
+        return max(1, math.ceil(sum(lengths[:whole]) + (epochs - whole) * lengths[whole]))
 
     def _locate(self, step: int) -> tuple[int, int]:
         """(epoch, batch within epoch) of a global step."""
