@@ -53,7 +53,8 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "example_size",
     None,
-    "mixed_example:<example_size> (default: smallest to largest test size, fixed size included)",
+    "mixed_example:<example_size> (default: LO-HI:log, log-uniform from the smallest to the "
+    "largest test size, the fixed size included)",
 )
 
 ERRORS = (ValueError, CheckpointError, NonFiniteLossError, FileNotFoundError)

@@ -40,7 +40,7 @@ BIG_FALL_OFF = 0.20
 # Defaults of a comparison where they differ from a lone training run's: all policies together
 # must finish in about 5 minutes on a 2-core CPU (see benchmarks/compare_budget.py). They fill
 # what neither the flags nor a recipe set.
-TRAIN_DEFAULTS = {"steps": 800}
+TRAIN_DEFAULTS = {"steps": 1200}
 DEFAULT_DATASET = "procedural_digits/fixed28"
 DEFAULT_EVAL_EXAMPLES = 1000
 # mixed_example's default options: log-uniform sizes (equal weight per octave of scale).
@@ -86,7 +86,7 @@ class CompareConfig:
         most ``STEP_GRID_VALUES`` values per axis through the fixed size, covering every test
         size.
       example_size: the range of mixed_example (``mixed_example:<example_size>``); default:
-        from the smallest to the largest test size, the fixed size included.
+        log-uniform from the smallest to the largest test size, the fixed size included.
     """
 
     train: TrainConfig = dataclasses.field(
@@ -121,8 +121,10 @@ class CompareConfig:
     def policy_specs(self, dataset, eval_sizes: list) -> dict[str, str]:
         """Each policy's ``--train_size`` (e.g. ``{"fixed": "fixed:28", ...}``), the defaults
         derived from ``dataset`` and the test sizes (see the attributes)."""
-        d = dataset.spatial_dims
-        fixed = self.fixed_size or _own_size(dataset) or ("28" if d == 2 else "40")
+        from fcn_jax.train import default_train_size
+
+        d, own = dataset.spatial_dims, default_train_size(dataset)  # "fixed:28x28" or "native"
+        fixed = self.fixed_size or own.partition(":")[2] or ("28" if d == 2 else "40")
         f = parse_size_policy(f"fixed:{fixed}", d).size
         lo = [min(v) for v in zip(f, *eval_sizes)]
         hi = [max(v) for v in zip(f, *eval_sizes)]
@@ -134,12 +136,6 @@ class CompareConfig:
             "mixed_example": f"mixed_example:{example}",
             "native": "native",
         }
-
-
-def _own_size(dataset) -> str | None:
-    """The data's one size as ``"HxW"``/``"L"``, or None when examples differ in size."""
-    sizes = dataset.train.sizes()
-    return size_key(sizes[0]) if (sizes == sizes[0]).all() else None
 
 
 def _step_grid(fixed, lo, hi, values: int) -> str:

@@ -20,14 +20,16 @@ from __future__ import annotations
 
 RECIPES: dict[str, dict] = {
     "digits": {
-        "model": "resnet",
-        "width": 1.0,
-        "depth": 1,
-        "train_size": "mixed_example:14-64",
+        "model": "seed",
+        "width": 2.0,
+        "depth": 3,
+        "norm": "batch",
+        "pool": "avg",
+        "train_size": "mixed_example:14-64:log",
         "buckets": "auto:8",
-        "zoom": "0.8-1.25",
-        "translate": 0.1,
-        "epochs": 4,
+        "zoom": "0.9-1.1",
+        "translate": 0.05,
+        "epochs": 3,
         "batch_size": 64,
         "optimizer": "adamw",
         "learning_rate": 3e-3,

@@ -190,8 +190,8 @@ def test_recipe_fills_unset_fields_and_explicit_ones_win():
     digits = TrainConfig(recipe="digits").resolved()
     for key, value in RECIPES["digits"].items():
         assert getattr(digits, key) == value
-    mine = TrainConfig(recipe="digits", model="seed", steps=10, norm=None).resolved()
-    assert mine.model == "seed" and mine.steps == 10 and mine.epochs is None
+    mine = TrainConfig(recipe="digits", model="resnet", steps=10, pool="max").resolved()
+    assert (mine.model, mine.pool, mine.steps, mine.epochs) == ("resnet", "max", 10, None)
     assert mine.zoom == RECIPES["digits"]["zoom"]
     with pytest.raises(ValueError, match="--recipe='nope'"):
         TrainConfig(recipe="nope").resolved()
