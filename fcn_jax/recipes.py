@@ -3,17 +3,20 @@
 A recipe fills every flag the command line leaves unset; explicit flags override it, and the
 run's ``config.json`` records the resolved values (see ``TrainConfig.resolved``).
 
-``digits``: 2-D, MNIST-like grayscale digits, one set of weights for every size 14-64::
+``digits``: 2-D, MNIST-like grayscale digits, one set of weights for every size 14-64 (on
+``procedural_digits/fixed28``: 0.991 at 28x28, 0.979 at 28x16, 0.930 at 64x64; 340 s on 2 CPU
+cores)::
 
     python -m experiments.train --workdir=runs/digits --recipe=digits \
         --dataset=procedural_digits/fixed28 --eval_sizes=14,20,28,28x16,16x28,40,56,64
 
-``signals``: 1-D, MNIST-1D-like signals, every length 24-72::
+``signals``: 1-D, MNIST-1D-like signals, every length 32-72 (on ``mnist1d``, 3 seeds: 0.987 at
+length 40, at least 0.96 at every length 32-72; about 5 minutes on 2 CPU cores)::
 
     python -m experiments.train --workdir=runs/signals --recipe=signals --dataset=mnist1d \
         --eval_sizes=24,32,40,48,56,64,72
 
-What they reach, measured on the data this project has, is in docs/results.md.
+docs/results.md has the full tables and how they were measured.
 """
 
 from __future__ import annotations
