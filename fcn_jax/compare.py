@@ -183,8 +183,7 @@ def run_comparison(config: CompareConfig, workdir: str, *, command: list[str] | 
     eval_sizes, note = shared_eval_sizes(base.eval_sizes, d)
     notes += [note] if note else []
     specs = config.policy_specs(dataset, parse_eval_sizes(eval_sizes, d))
-    for policy in policies:
-        parse_size_policy(specs[policy], d)  # a bad --fixed_size fails early
+    parsed = {p: parse_size_policy(specs[p], d) for p in policies}  # bad sizes fail early
     base = dataclasses.replace(
         base,
         eval_sizes=eval_sizes,
@@ -204,7 +203,7 @@ def run_comparison(config: CompareConfig, workdir: str, *, command: list[str] | 
                 train_size=specs[policy],
                 seed=seed,
                 # A recipe's or the user's buckets are the padded policies' own setting.
-                buckets=base.buckets if parse_size_policy(specs[policy], d).pads else None,
+                buckets=base.buckets if parsed[policy].pads else None,
             )
             summary, was_reused = train_or_reuse(
                 run_config, os.path.join(workdir, "runs", run_name(policy, seed))

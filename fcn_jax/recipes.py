@@ -21,44 +21,41 @@ docs/results.md has the full tables and how they were measured.
 
 from __future__ import annotations
 
+# Optimizer, schedule and evaluation settings both recipes share.
+_SHARED = {
+    "buckets": "auto:8",
+    "batch_size": 64,
+    "optimizer": "adamw",
+    "learning_rate": 3e-3,
+    "schedule": "warmup_cosine",
+    "warmup_steps": 200,
+    "weight_decay": 1e-4,
+    "label_smoothing": 0.0,
+    "recalibrate_bn": True,
+}
+
 RECIPES: dict[str, dict] = {
     "digits": {
+        **_SHARED,
         "model": "seed",
         "width": 2.0,
         "depth": 3,
         "norm": "batch",
         "pool": "avg",
         "train_size": "mixed_example:14-64:log",
-        "buckets": "auto:8",
         "zoom": "0.9-1.1",
         "translate": 0.05,
         "epochs": 3,
-        "batch_size": 64,
-        "optimizer": "adamw",
-        "learning_rate": 3e-3,
-        "schedule": "warmup_cosine",
-        "warmup_steps": 200,
-        "weight_decay": 1e-4,
-        "label_smoothing": 0.0,
-        "recalibrate_bn": True,
     },
     "signals": {
+        **_SHARED,
         "model": "resnet",
         "width": 1.5,
         "depth": 2,
         "train_size": "mixed_example:32-72",
-        "buckets": "auto:8",
         "zoom": "0.9-1.1",
         "translate": 0.05,
         "steps": 3000,
-        "batch_size": 64,
-        "optimizer": "adamw",
-        "learning_rate": 3e-3,
-        "schedule": "warmup_cosine",
-        "warmup_steps": 200,
-        "weight_decay": 1e-4,
-        "label_smoothing": 0.0,
-        "recalibrate_bn": True,
     },
 }
 

@@ -2,6 +2,7 @@
 
 import os
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -11,3 +12,17 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 def tfds_dir(tmp_path_factory) -> str:
     """A TFDS data dir shared by the session (tiny builds take about a second each)."""
     return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="session")
+def small(tmp_path_factory):
+    """60 random 2-D uint8 examples of sizes in [4, 20] (npz), for fast loader tests."""
+    from fcn_jax.data import load_dataset  # after JAX_PLATFORMS is set
+
+    rng = np.random.default_rng(0)
+    images = np.empty(60, object)
+    images[:] = [rng.integers(0, 256, rng.integers(4, 21, 2), dtype=np.uint8) for _ in range(60)]
+    path = tmp_path_factory.mktemp("npz") / "small.npz"
+    np.savez(path, train_images=images, train_labels=np.arange(60) % 5, test_images=images[:7],
+             test_labels=np.arange(7) % 5)  # fmt: skip
+    return load_dataset(f"npz:{path}")

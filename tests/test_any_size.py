@@ -7,43 +7,22 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from loaders import make_loader
+from loaders import same as _same
+from loaders import take as _take
 from tiny import TINY_TRAIN
 
 import fcn_jax
 from fcn_jax.config import TrainConfig
-from fcn_jax.data import TrainLoader, load_dataset, parse_size_policy, resize, resolve_buckets
+from fcn_jax.data import parse_size_policy, resize, resolve_buckets
 from fcn_jax.data.augment import Augmentation, parse_augmentation
 from fcn_jax.data.policies import ExampleSizes
 from fcn_jax.recipes import RECIPES
 from fcn_jax.train import train_and_evaluate
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    """40 random 2-D uint8 examples of sizes in [10, 30] (npz)."""
-    rng = np.random.default_rng(0)
-    images = np.empty(40, object)
-    images[:] = [rng.integers(0, 256, rng.integers(10, 31, 2), dtype=np.uint8) for _ in range(40)]
-    path = tmp_path_factory.mktemp("npz") / "small.npz"
-    np.savez(path, train_images=images, train_labels=np.arange(40) % 4, test_images=images[:8],
-             test_labels=np.arange(8) % 4)  # fmt: skip
-    return load_dataset(f"npz:{path}")
-
-
-def _loader(ds, spec, buckets=None, seed=0, aug=None, batch_size=8):
-    policy = parse_size_policy(spec, ds.spatial_dims)
-    b = resolve_buckets(buckets, policy, ds.train.sizes(), min_size=(4, 4))
-    return TrainLoader(
-        ds.train, policy, b, batch_size, seed, min_size=(4, 4), augmentation=aug, num_threads=1
-    )
-
-
-def _take(loader, n):
-    return [next(loader) for _ in range(n)]
-
-
-def _same(a, b):
-    return all(np.array_equal(x[k], y[k]) for x, y in zip(a, b, strict=True) for k in x)
+def _loader(ds, spec, aug=None, **kw):
+    return make_loader(ds, spec, min_size=(4, 4), augmentation=aug, **kw)
 
 
 # --- the per-example policy ------------------------------------------------------------------

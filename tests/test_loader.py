@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from loaders import make_loader as _loader
+from loaders import same as _same
+from loaders import take as _take
 
 from fcn_jax.data import (
     EvalLoader,
-    TrainLoader,
     auto_buckets,
     eval_batches,
     load_dataset,
@@ -27,36 +29,6 @@ from fcn_jax.data import (
 def digits(tmp_path_factory):
     """procedural_digits/tiny_variable: same canvas-size distribution as `variable`."""
     return load_dataset("procedural_digits/tiny_variable", str(tmp_path_factory.mktemp("tfds")))
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    """60 random 2-D uint8 examples of sizes in [4, 20] (npz), for fast loader tests."""
-    rng = np.random.default_rng(0)
-    images = np.empty(60, object)
-    images[:] = [rng.integers(0, 256, rng.integers(4, 21, 2), dtype=np.uint8) for _ in range(60)]
-    path = tmp_path_factory.mktemp("npz") / "small.npz"
-    np.savez(path, train_images=images, train_labels=np.arange(60) % 5, test_images=images[:7],
-             test_labels=np.arange(7) % 5)  # fmt: skip
-    return load_dataset(f"npz:{path}")
-
-
-def _loader(ds, spec, batch_size=8, seed=0, buckets=None, **kw):
-    policy = parse_size_policy(spec, ds.spatial_dims)
-    sizes = ds.train.sizes()
-    b = resolve_buckets(buckets, policy, sizes, min_size=kw.get("min_size"))
-    return TrainLoader(ds.train, policy, b, batch_size, seed, num_threads=1, **kw)
-
-
-def _take(loader, n):
-    return [next(loader) for _ in range(n)]
-
-
-def _same(a, b):
-    return all(
-        a_.keys() == b_.keys() and all(np.array_equal(a_[k], b_[k]) for k in a_)
-        for a_, b_ in zip(a, b, strict=True)
-    )
 
 
 # --- policies ------------------------------------------------------------------------------

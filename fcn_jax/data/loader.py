@@ -310,8 +310,7 @@ class TrainLoader:
         mixed_example: expected over its size distribution)."""
         if self.policy.kind == "mixed_example":
             sizes, prob = self.policy.size_distribution()
-            areas = np.prod(np.asarray(self.buckets), -1)[assign_buckets(sizes, self.buckets)]
-            return float((prob * np.prod(sizes, -1)).sum() / (prob * areas).sum())
+            return padding_efficiency(sizes, self.buckets, prob)
         if self.policy.kind != "native":
             return 1.0
         return padding_efficiency(self._sizes, self.buckets)

@@ -243,14 +243,18 @@ def assign_buckets(sizes: np.ndarray, buckets: Sequence[Size]) -> np.ndarray:
     return np.where(fits.any(1), area.argmin(1), -1)
 
 
-def padding_efficiency(sizes: np.ndarray, buckets: Sequence[Size]) -> float:
-    """Valid positions / padded positions when each example goes to its smallest fitting bucket."""
+def padding_efficiency(
+    sizes: np.ndarray, buckets: Sequence[Size], weights: np.ndarray | None = None
+) -> float:
+    """Valid positions / padded positions when each example goes to its smallest fitting bucket
+    (``weights``: each size's probability or count; default 1 each)."""
     sizes = np.asarray(sizes).reshape(len(sizes), -1)
+    w = np.ones(len(sizes)) if weights is None else np.asarray(weights, np.float64)
     idx = assign_buckets(sizes, buckets)
     if (idx < 0).any():
         raise ValueError(f"example of size {tuple(sizes[idx < 0][0])} fits no bucket in {buckets}")
     areas = np.prod(np.asarray(buckets).reshape(len(buckets), -1), -1)
-    return float(np.prod(sizes, -1).sum() / areas[idx].sum())
+    return float((w * np.prod(sizes, -1)).sum() / (w * areas[idx]).sum())
 
 
 def resolve_buckets(
