@@ -70,6 +70,10 @@ class TrainConfig:
     label_smoothing: float | None = None
     seed: int = 0
     precision: str = "float32"
+    matmul_precision: str = "auto"
+    conv_grad: str = "auto"
+    input_pipeline: str = "auto"
+    device_data_fraction: float = 0.25
     checkpoint_every: int = 500
     log_every: int = 100
     precompile: bool = False
@@ -108,6 +112,9 @@ class TrainConfig:
             "optimizer": ("adamw", "sgd"),
             "schedule": ("constant", "cosine", "warmup_cosine"),
             "precision": ("float32", "bfloat16"),
+            "matmul_precision": ("auto", "default", "high", "highest"),
+            "conv_grad": ("auto", "custom", "autodiff"),
+            "input_pipeline": ("auto", "device", "grain"),
             "eval_mode": ("resize", "canvas"),
             "pool": ("avg", "max"),
             "norm": (None, "batch", "group"),
@@ -128,6 +135,10 @@ class TrainConfig:
         for name in ("weight_decay", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name}={getattr(self, name)}: expected a number >= 0")
+        if not 0 < self.device_data_fraction <= 1:
+            raise ValueError(
+                f"--device_data_fraction={self.device_data_fraction}: expected 0 < value <= 1"
+            )
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"--label_smoothing={self.label_smoothing}: expected 0 <= value < 1")
         if (self.steps is None) == (self.epochs is None):
@@ -213,6 +224,16 @@ def field_help(defaults: dict | None = None) -> dict[str, str]:
         "label_smoothing": "label smoothing of the cross-entropy",
         "seed": "seed for parameters and the data order",
         "precision": "float32 or bfloat16 computation (parameters stay float32)",
+        "matmul_precision": "precision of float32 convolutions and matmuls on GPU/TPU: highest "
+        "(exact: padded = alone within 1e-5), high or default (TF32 on GPU: faster, ~1e-3); "
+        "auto: highest for float32, default for bfloat16",
+        "conv_grad": "input gradient of strided convolutions: custom (no zero-stuffing; faster "
+        "on CPU), autodiff (XLA's own; faster on GPU) or auto (per backend)",
+        "input_pipeline": "device: the train split lives on the devices and batches are built "
+        "there in jit; grain: host threads; auto: device when the split has one size and fits "
+        "in --device_data_fraction of a device's memory",
+        "device_data_fraction": "share of one device's memory the train split may take on the "
+        "device path",
         "checkpoint_every": "save a checkpoint every this many steps (and at the end)",
         "log_every": "log metrics every this many steps",
         "precompile": "compile every declared bucket ahead of time before training",

@@ -27,10 +27,18 @@ def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """This process's rows of a batch → global arrays split over every device.
 
     Each host feeds its own shard (rows ``process_index::process_count`` of the global batch);
-    the global batch size is the local one times the process count.
+    the global batch size is the local one times the process count. Values that already are
+    ``jax.Array`` (batches built on the devices) pass through.
     """
     sharding = batch_sharded(mesh)
     return {
-        k: jax.make_array_from_process_local_data(sharding, np.ascontiguousarray(v))
+        k: v
+        if isinstance(v, jax.Array)
+        else jax.make_array_from_process_local_data(sharding, np.ascontiguousarray(v))
         for k, v in batch.items()
     }
+
+
+def replicate(x: np.ndarray, mesh: Mesh) -> jax.Array:
+    """A host array (the same in every process) copied to every device of ``mesh``."""
+    return jax.make_array_from_callback(x.shape, replicated(mesh), lambda index: x[index])

@@ -26,6 +26,7 @@ from fcn_jax.checkpoint import Checkpointer, CheckpointError
 from fcn_jax.config import TrainConfig, parse_eval_sizes, size_key
 from fcn_jax.data import Dataset, TrainLoader, load_dataset, parse_size_policy, resolve_buckets
 from fcn_jax.data.augment import parse_augmentation
+from fcn_jax.data.device_loader import DeviceLoader, device_data_problem
 from fcn_jax.data.sources import Subset
 from fcn_jax.evaluate import (
     batch_stats_step,
@@ -33,6 +34,7 @@ from fcn_jax.evaluate import (
     recalibrate_bn,
     recalibration_graphdef,
 )
+from fcn_jax.models.layers import set_conv_grad
 from fcn_jax.outputs import MetricsWriter, read_json, write_json
 from fcn_jax.steps import CompiledStep, init_state, make_eval_step, make_train_step
 
@@ -50,6 +52,10 @@ RESUMABLE_FIELDS = {
     "precompile",
     "compilation_cache_dir",
     "distributed",
+    # How batches and gradients are computed, not what: the same plan and the same math.
+    "input_pipeline",
+    "device_data_fraction",
+    "conv_grad",
 }
 RECALIBRATION_BATCHES = 8
 
@@ -86,13 +92,45 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTrans
     )
 
 
+def matmul_precision(config: TrainConfig) -> str | None:
+    """The process-wide precision of float32 convolutions and matmuls (None: the backend's
+    default, TF32 on recent GPUs; no effect on CPU)."""
+    value = config.matmul_precision
+    if value == "auto":
+        value = "highest" if config.precision == "float32" else "default"
+    return None if value == "default" else value
+
+
 def _setup_jax(config: TrainConfig) -> None:
     if config.distributed:
         jax.distributed.initialize()
+    jax.config.update("jax_default_matmul_precision", matmul_precision(config))
+    set_conv_grad(config.conv_grad)
     if config.compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", config.compilation_cache_dir)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def make_train_loader(config: TrainConfig, dataset: Dataset, policy, buckets, mesh, min_size):
+    """The device loader when ``--input_pipeline`` asks for it or (auto) the train split fits
+    on the devices, else the host (Grain) loader; both follow the same plan."""
+    problem = device_data_problem(dataset.train, config.device_data_fraction)
+    if config.input_pipeline == "device" and problem:
+        raise ValueError(f"--input_pipeline=device: the train split of {dataset.name}: {problem}")
+    kw = dict(
+        min_size=min_size,
+        batch_multiple=mesh.size,
+        augmentation=parse_augmentation(config.zoom, config.translate),
+    )
+    args = (dataset.train, policy, buckets, config.batch_size, config.seed)
+    if config.input_pipeline != "grain" and not problem:
+        logging.info("input pipeline: device (the train split is held on the devices)")
+        return DeviceLoader(*args, mesh=mesh, **kw)
+    logging.info("input pipeline: grain (host threads)")
+    return TrainLoader(
+        *args, process_index=jax.process_index(), process_count=jax.process_count(), **kw
+    )
 
 
 def _check_resumable(saved: dict, config: TrainConfig, workdir: str) -> None:
@@ -167,18 +205,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
             raise ValueError(
                 f"--{name}={getattr(config, name)}: not divisible by {mesh.size} devices"
             )
-    loader = TrainLoader(
-        dataset.train,
-        policy,
-        buckets,
-        config.batch_size,
-        config.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        min_size=min_size,
-        batch_multiple=mesh.size,
-        augmentation=parse_augmentation(config.zoom, config.translate),
-    )
+    loader = make_train_loader(config, dataset, policy, buckets, mesh, min_size)
     total_steps = config.steps or loader.steps_for(config.epochs)
     tx = make_optimizer(config, total_steps)
     schedule = make_schedule(config, total_steps)
@@ -250,13 +277,11 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
 
     # Train.
     progress = _Progress(total_steps, start_step)
-    loop_start, examples, window, last_logged = time.perf_counter(), 0, None, start_step
+    loop_start, window, last_logged = time.perf_counter(), None, start_step
     last_train = writer.last("train")  # when resuming a finished run there is no new loss
     final_loss = last_train["loss"] if last_train else None
     for step in range(start_step + 1, total_steps + 1):
         batch = next(loader)
-        examples += len(batch["label"]) * jax.process_count()
-        _count(seen, batch, jax.process_count())
         state, metrics = train_step(state, sharding.to_global(_pick(batch, TRAIN_KEYS), mesh))
         window = metrics if window is None else jax.tree.map(lambda a, b: a + b, window, metrics)
         if step % config.log_every == 0 or step == total_steps:
@@ -268,11 +293,13 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
             final_loss, window, last_logged = values["loss"], None, step
         if step % config.checkpoint_every == 0 or step == total_steps:
             check_finite(step)
+            total = {k: seen[k] + loader.tally[k] for k in seen}
             checkpointer.save(
-                step, state, {**meta, "step": step, "loader": loader.get_state(), "seen": seen}
+                step, state, {**meta, "step": step, "loader": loader.get_state(), "seen": total}
             )
     progress.close()
     jax.block_until_ready(state)
+    examples, seen = loader.tally["examples"], {k: seen[k] + loader.tally[k] for k in seen}
     train_seconds = time.perf_counter() - loop_start - train_step.compile_seconds
 
     # Evaluate: the test split at its own sizes, then the grid of test sizes.
@@ -309,6 +336,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
         if examples and train_seconds > 0
         else None,
         "loader_examples_per_sec": loader.examples_per_second,
+        "input_pipeline": "device" if isinstance(loader, DeviceLoader) else "grain",
         "wall_time_s": time.perf_counter() - start_time,
         "steps": total_steps,
         "resumed_from_step": resumed_from,
@@ -336,13 +364,6 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
                 f"{config.model} trained on {train_size}",
             )
     return summary
-
-
-def _count(seen: dict, batch: dict, processes: int) -> None:
-    """Add a batch's examples, valid pixels and padded pixels (all processes) to ``seen``."""
-    seen["examples"] += len(batch["label"]) * processes
-    seen["pixels"] += int(np.prod(batch["sizes"], -1).sum()) * processes
-    seen["padded_pixels"] += int(np.prod(batch["image"].shape[:-1])) * processes
 
 
 def _pick(batch: dict, keys) -> dict:

@@ -45,6 +45,19 @@ class Augmentation:
         offset = tuple(round(t * s) for t, s in zip(shift, size, strict=True))
         return paste_centered(resize(image, content), size, offset)
 
+    def boxes(self, seed: int, step: int, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where :meth:`apply` puts each example of step ``step`` on its canvas of ``sizes``
+        (B, D): the resized content's extent and the canvas position of its first element,
+        both (B, D) int (the start may be negative: cropped)."""
+        sizes = np.asarray(sizes, np.int64)
+        if not self.active:
+            return sizes, np.zeros_like(sizes)
+        zooms, shifts = self.draw(seed, step, len(sizes), sizes.shape[1])
+        content = np.maximum(1, np.rint(zooms[:, None] * sizes)).astype(np.int64)
+        src = np.maximum(0, (content - sizes) // 2)  # as canvas_offsets: centered, then shifted
+        dst = np.maximum(0, (sizes - content) // 2)
+        return content, dst - src + np.rint(shifts * sizes).astype(np.int64)
+
 
 def parse_augmentation(zoom: str | None, translate: float) -> Augmentation:
     """``zoom="0.7-1.2"`` (or one number, ``"1.1"`` meaning ``1/1.1-1.1``) and ``translate`` (a

@@ -103,6 +103,28 @@ def _strided_conv_bwd(strides, padding, precision, residuals, dy):
 
 strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
 
+# The input gradient of strided convolutions: "custom" (:func:`strided_conv`) or "autodiff".
+# Read when a step is traced; the training setup sets it once per process (set_conv_grad).
+_conv_grad = "custom"
+
+
+def resolve_conv_grad(mode: str, backend: str | None = None) -> str:
+    """``auto`` → ``custom`` on CPU (about 2x faster steps there) and ``autodiff`` on GPU/TPU
+    (there the custom form is slower at small sizes; benchmarks/conv_speed.py measures both)."""
+    if mode != "auto":
+        return mode
+    return "custom" if (backend or jax.default_backend()) == "cpu" else "autodiff"
+
+
+def set_conv_grad(mode: str) -> str:
+    """Use ``mode`` (custom, autodiff or auto) in steps traced from now on; returns the
+    mode that was in force."""
+    global _conv_grad
+    if mode not in ("auto", "custom", "autodiff"):
+        raise ValueError(f"conv_grad {mode!r}: expected auto, custom or autodiff")
+    previous, _conv_grad = _conv_grad, resolve_conv_grad(mode)
+    return previous
+
 
 def conv_general_dilated(
     lhs,
@@ -118,11 +140,13 @@ def conv_general_dilated(
 ):
     """``lax.conv_general_dilated`` for ``nnx.Conv``, routing strided channels-last
     convolutions with explicit padding to :func:`strided_conv` (about 2× faster training steps
-    on CPU for the ``seed`` model); anything else goes to ``lax`` unchanged."""
+    on CPU for the ``seed`` model) unless :func:`set_conv_grad` chose autodiff; anything else
+    goes to ``lax`` unchanged."""
     nd = lhs.ndim - 2
     plain = all(d in (None, 1) or tuple(d) == (1,) * nd for d in (lhs_dilation, rhs_dilation))
     if (
-        plain
+        _conv_grad == "custom"
+        and plain
         and feature_group_count == 1
         and any(s > 1 for s in window_strides)
         and not isinstance(padding, str)

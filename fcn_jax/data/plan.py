@@ -1,0 +1,251 @@
+"""The training-batch plan shared by the host (Grain) and on-device loaders.
+
+Global step ``i`` maps to a list of example indices, a batch shape (one of the buckets) and,
+for ``mixed_example``, each example's own size: a pure function of ``(seed, i)`` given the
+source, identical on every process. A loader turns planned batches into pixels; its position
+is the next global step, so a resumed loader yields exactly the batches an uninterrupted one
+would.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from fcn_jax.data.augment import Augmentation
+from fcn_jax.data.policies import (
+    ExampleSizes,
+    SizePolicy,
+    assign_buckets,
+    padding_efficiency,
+)
+from fcn_jax.data.sources import Source
+
+# A planned global batch: example indices, the batch's spatial shape, and each example's own
+# size (B, D) where examples differ (mixed_example), else None.
+PlannedBatch = tuple[np.ndarray, tuple[int, ...], np.ndarray | None]
+
+
+def effective_sizes(sizes: np.ndarray, min_size: Sequence[int]) -> np.ndarray:
+    """Example extents after raising each axis to the model's minimum."""
+    return np.maximum(sizes, np.asarray(min_size, np.int64))
+
+
+class BatchPlan:
+    """Deterministic, resumable plan of global training batches (see :class:`TrainLoader`
+    for the plan's rules and the arguments); subclasses turn planned batches into pixels.
+
+    ``tally`` counts what the loader has yielded since it was made or resumed, over every
+    process: ``examples``, valid ``pixels`` and ``padded_pixels`` (positions of the batch
+    arrays).
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        policy: SizePolicy,
+        buckets: Sequence[Sequence[int]],
+        batch_size: int,
+        seed: int,
+        *,
+        process_count: int = 1,
+        min_size: Sequence[int] | None = None,
+        batch_multiple: int | None = None,
+        augmentation: Augmentation | None = None,
+    ):
+        d = source.spatial_dims
+        if policy.spatial_dims != d:
+            raise ValueError(f"policy is {policy.spatial_dims}-D but the data is {d}-D")
+        if batch_size % process_count:
+            raise ValueError(f"batch_size {batch_size} is not divisible by {process_count} hosts")
+        self.batch_multiple = batch_multiple or process_count
+        if self.batch_multiple % process_count:
+            raise ValueError(
+                f"batch_multiple {batch_multiple} is not a multiple of {process_count}"
+            )
+        self.source, self.policy, self.seed = source, policy, seed
+        self.augmentation = augmentation or Augmentation()
+        self.batch_size, self.process_count = batch_size, process_count
+        self.min_size = tuple(min_size or (1,) * d)
+        self.buckets = sorted({tuple(int(v) for v in b) for b in buckets})
+        self._n = len(source)
+        self._check_policy()
+        self._lock = threading.Lock()
+        self._plans: dict[int, list[PlannedBatch]] = {}
+        self._offsets = [0]  # first global step of each epoch planned so far
+        self.batches_per_epoch = None if self._variable_epochs else len(self._plan(0))
+        if not self._plan(0):
+            raise ValueError(f"batch_size {batch_size} leaves no full batch in {self._n} examples")
+        self.tally = {"examples": 0, "pixels": 0, "padded_pixels": 0}
+        self._t0 = None
+
+    def _check_policy(self) -> None:
+        policy = self.policy
+        if policy.kind == "native":
+            self._sizes = effective_sizes(self.source.sizes(), self.min_size)
+            self._assign = assign_buckets(self._sizes, self.buckets)
+            if (self._assign < 0).any():
+                big = tuple(self._sizes[self._assign < 0][0])
+                raise ValueError(
+                    f"an example of size {big} fits none of the buckets {self.buckets}"
+                )
+            return
+        small = [
+            s
+            for s in ([policy.low] if policy.kind == "mixed_example" else policy.grid())
+            if any(a < m for a, m in zip(s, self.min_size, strict=True))
+        ]
+        if policy.kind == "mixed_example":
+            self._example_sizes = ExampleSizes(policy, self.buckets)
+        elif missing := set(policy.grid()) - set(self.buckets):
+            raise ValueError(f"sizes {sorted(missing)} of the policy are not in the buckets")
+        if small:
+            raise ValueError(f"policy sizes {small} are below the model's min_size {self.min_size}")
+
+    @property
+    def _variable_epochs(self) -> bool:
+        return self.policy.kind == "mixed_step" and self.policy.scale_batch
+
+    def _plan(self, epoch: int) -> list[PlannedBatch]:
+        """Epoch ``epoch``'s global batches."""
+        with self._lock:
+            if epoch not in self._plans:
+                if len(self._plans) > 4:  # threads only look at neighbouring epochs
+                    self._plans.pop(min(self._plans))
+                self._plans[epoch] = self._make_plan(epoch)
+            return self._plans[epoch]
+
+    def _make_plan(self, epoch: int):
+        perm = np.random.default_rng([self.seed, 1, epoch]).permutation(self._n)
+        b = self.batch_size
+        if self.policy.kind == "native":
+            batches = []
+            for k, bucket in enumerate(self.buckets):
+                members = perm[self._assign[perm] == k]
+                batches += [
+                    (members[j : j + b], bucket, None) for j in range(0, len(members) - b + 1, b)
+                ]
+            order = np.random.default_rng([self.seed, 2, epoch]).permutation(len(batches))
+            return [batches[i] for i in order]
+        if not self._variable_epochs:
+            first = epoch * (self._n // b)
+            return [
+                (perm[j * b : (j + 1) * b], *self._draw_shape(first + j, b))
+                for j in range(self._n // b)
+            ]
+        step, pos, batches = self._offsets[epoch], 0, []
+        while True:
+            size = self.policy.draw_size(self.seed, step)
+            n = self.policy.batch_size(b, size, self.batch_multiple)
+            if pos + n > self._n:
+                return batches
+            batches.append((perm[pos : pos + n], size, None))
+            pos, step = pos + n, step + 1
+
+    def _draw_shape(self, step: int, n: int) -> tuple[tuple[int, ...], np.ndarray | None]:
+        """Step ``step``'s batch shape and, for mixed_example, its ``n`` example sizes."""
+        if self.policy.kind == "mixed_example":
+            return self._example_sizes.draw(self.seed, step, n)
+        return self.policy.draw_size(self.seed, step), None
+
+    def planned(self, step: int) -> PlannedBatch:
+        """Global step ``step``'s batch: indices, shape, per-example sizes (or None)."""
+        epoch, j = self._locate(step)
+        return self._plan(epoch)[j]
+
+    def example_sizes(self, plan: PlannedBatch) -> np.ndarray:
+        """(B, D) int extent of each example of a planned batch (what the model masks to)."""
+        indices, shape, sizes = plan
+        if sizes is not None:
+            return np.asarray(sizes, np.int64)
+        if self.policy.kind == "native":
+            return self._sizes[indices]
+        return np.tile(np.asarray(shape, np.int64), (len(indices), 1))
+
+    def steps_for(self, epochs: float) -> int:
+        """Global steps in the first ``epochs`` epochs (a fraction takes that share of the last
+        one's batches); epochs of ``scale_batch`` policies differ in length."""
+        whole = int(epochs)
+        lengths = []
+        for epoch in range(whole + 1):
+            while self._variable_epochs and len(self._offsets) <= epoch:  # planned in order
+                self._locate(self._offsets[-1])
+            lengths.append(len(self._plan(epoch)))
+        return max(1, math.ceil(sum(lengths[:whole]) + (epochs - whole) * lengths[whole]))
+
+    def _locate(self, step: int) -> tuple[int, int]:
+        """(epoch, batch within epoch) of a global step."""
+        if not self._variable_epochs:
+            return divmod(step, self.batches_per_epoch)
+        with self._lock:
+            planned = len(self._offsets) - 1
+        while self._offsets[-1] <= step:  # epochs' lengths vary: walk forward once
+            n = len(self._plan(planned))
+            with self._lock:
+                if len(self._offsets) == planned + 1:
+                    self._offsets.append(self._offsets[-1] + n)
+                planned = len(self._offsets) - 1
+        epoch = bisect.bisect_right(self._offsets, step) - 1
+        return epoch, step - self._offsets[epoch]
+
+    # --- position -----------------------------------------------------------------------
+
+    def _position(self) -> int:
+        """The next global step (subclasses)."""
+        raise NotImplementedError
+
+    def _seek(self, step: int) -> None:
+        raise NotImplementedError
+
+    def get_state(self) -> dict[str, int]:
+        """JSON-serializable position: the next global step, plus what it is only valid for."""
+        return {
+            "step": self._position(),
+            "seed": self.seed,
+            "num_examples": self._n,
+            "batch_size": self.batch_size,
+        }
+
+    def set_state(self, state: dict[str, int]) -> None:
+        """Resume at ``state["step"]`` (from :meth:`get_state`)."""
+        for key in ("seed", "num_examples", "batch_size"):
+            if state[key] != getattr(self, "_n" if key == "num_examples" else key):
+                raise ValueError(f"loader state was saved with a different {key}: {state}")
+        self._seek(int(state["step"]))
+
+    # --- reporting ----------------------------------------------------------------------
+
+    def _start_clock(self) -> None:
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+
+    def _count(self, step: int) -> None:
+        """Add global step ``step``'s batch to :attr:`tally`."""
+        plan = self.planned(step)
+        n = len(plan[0])
+        self.tally["examples"] += n
+        self.tally["pixels"] += int(np.prod(self.example_sizes(plan), -1).sum())
+        self.tally["padded_pixels"] += n * math.prod(plan[1])
+
+    @property
+    def padding_efficiency(self) -> float:
+        """Valid / padded positions (1.0 for fixed and mixed_step, which resize instead of pad;
+        mixed_example: expected over its size distribution)."""
+        if self.policy.kind == "mixed_example":
+            sizes, prob = self.policy.size_distribution()
+            return padding_efficiency(sizes, self.buckets, prob)
+        if self.policy.kind != "native":
+            return 1.0
+        return padding_efficiency(self._sizes, self.buckets)
+
+    @property
+    def examples_per_second(self) -> float:
+        """Examples (all processes) yielded per second since the first batch."""
+        if self._t0 is None:
+            return 0.0
+        return self.tally["examples"] / max(time.perf_counter() - self._t0, 1e-9)
