@@ -50,6 +50,7 @@ def run(config, workdir) -> dict:
 def test_builtin_2d_outputs(tfds_dir, tmp_path):
     s = run(tiny(tfds_dir), tmp_path)
     assert set(s["eval_accuracy"]) == {"24x24", "28x16"}
+    assert s["input_pipeline"] == "grain"  # auto: the sizes vary
     assert 0 <= s["pointing_game"] <= 1  # the digits carry boxes
     for name in ("config.json", "metrics.jsonl", "summary.json", "eval_heatmap.png"):
         assert os.path.getsize(tmp_path / name) > 0
@@ -77,6 +78,7 @@ def test_npz_fixed_size(tmp_path):
     )
     s = run(tiny(None, dataset=f"npz:{path}", buckets=None, eval_sizes="20"), tmp_path / "run")
     assert s["train_size"] == "fixed:20x20" and s["train_compiles"] == 1
+    assert s["input_pipeline"] == "device"  # auto: one size, fits
 
 
 def test_folder(tmp_path):
