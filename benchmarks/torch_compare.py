@@ -1,7 +1,7 @@
 """Training images/second of the ``seed`` FCN in JAX and in PyTorch eager, on the same batches.
 
     python -m benchmarks.torch_compare [--sizes 28,64] [--batch_sizes 128,32] [--steps 10]
-        [--repeats 5] [--quick]
+        [--repeats 5] [--quick] [--device cpu|cuda] [--conv_grad auto|custom|autodiff]
 
 Both sides train the same network (Conv2d(1,32,4,2,1) ReLU, Conv2d(32,64,4,2,1) ReLU,
 Conv2d(64,128,4,2,1) ReLU, Conv2d(128,10,1), mean over H, W) with AdamW (lr 3e-3, weight decay
@@ -30,6 +30,7 @@ from benchmarks.conv_speed import (
     make_batches,
     time_interleaved,
 )
+from fcn_jax.models.layers import set_conv_grad
 
 RTOL = 1e-4
 CHUNKS = 4  # the chunked JAX step: gradients of 4 quarter batches summed (same math)
@@ -71,11 +72,13 @@ def torch_seed_model(seed: int = 0):
 class TorchRunner:
     """Eager PyTorch training with AdamW; same interface as ``conv_speed.Runner``."""
 
-    def __init__(self, batches: list, batch_size: int, threads: int | None = None, model=None):
+    def __init__(
+        self, batches: list, batch_size: int, threads: int | None = None, model=None, device="cpu"
+    ):
         import torch
 
         self.threads = threads or torch.get_num_threads()
-        self.model = model or torch_seed_model()
+        self.model = (model or torch_seed_model()).to(device)
         self.opt = torch.optim.AdamW(
             self.model.parameters(),
             lr=ADAMW["learning_rate"],
@@ -85,7 +88,10 @@ class TorchRunner:
         )
         # NHWC numpy → NCHW tensors once, outside the timed steps (as JAX's device_put).
         self.batches = [
-            (torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y).long())
+            (
+                torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().to(device),
+                torch.from_numpy(y).long().to(device),
+            )
             for x, y in batches
         ]
         self.images_per_call = batch_size
@@ -148,11 +154,11 @@ def jax_model_from_torch(torch_model):
     return model
 
 
-def check_same_math(batches: list, batch_size: int) -> dict:
+def check_same_math(batches: list, batch_size: int, device: str = "cpu") -> dict:
     """Losses of the first two steps from the same initial weights on both sides."""
     torch_model = torch_seed_model()
     jax_model = jax_model_from_torch(torch_model)  # copy before PyTorch trains
-    tr = TorchRunner(batches[:2], batch_size, model=torch_model)
+    tr = TorchRunner(batches[:2], batch_size, model=torch_model, device=device)
     jr = jit_runner(jax_model, batches[:2], batch_size)
     torch_losses = [float(tr.first_loss), float(tr.step(*tr.batches[1]))]
     jr.state, loss = jr.step(jr.state, *jr.batches[1])
@@ -161,16 +167,20 @@ def check_same_math(batches: list, batch_size: int) -> dict:
     return {"jax_losses": jax_losses, "torch_losses": torch_losses, "max_rel": rel}
 
 
-def compare(size: int, batch_size: int, steps: int, repeats: int) -> dict:
+def compare(size: int, batch_size: int, steps: int, repeats: int, device: str = "cpu") -> dict:
+    """JAX against PyTorch eager on ``device`` (cpu or cuda; on cuda, thread counts do not
+    apply and the 1-thread column repeats the default one)."""
     batches = make_batches(size, batch_size)
-    check = check_same_math(batches, batch_size)
+    check = check_same_math(batches, batch_size, device)
     runners = {
         "jax": jit_runner(create_seed(), batches, batch_size),
         "jax_chunked": chunked_runner(create_seed(), batches, batch_size, CHUNKS),
-        "torch": TorchRunner(batches, batch_size),
-        "torch_1thread": TorchRunner(batches, batch_size, threads=1),
+        "torch": TorchRunner(batches, batch_size, device=device),
     }
+    if device == "cpu":
+        runners["torch_1thread"] = TorchRunner(batches, batch_size, threads=1)
     rates = time_interleaved(runners, steps, repeats)
+    rates.setdefault("torch_1thread", rates["torch"])
     best_torch = max(rates["torch"], rates["torch_1thread"])
     return {
         "size": size,
@@ -189,7 +199,15 @@ def compare(size: int, batch_size: int, steps: int, repeats: int) -> dict:
     }
 
 
-def run(sizes=(28, 64), batch_size=128, steps=10, quick=False, repeats=5, batch_sizes=None):
+def run(
+    sizes=(28, 64),
+    batch_size=128,
+    steps=10,
+    quick=False,
+    repeats=5,
+    batch_sizes=None,
+    device="cpu",
+):
     """One row per (size, batch size); ``batch_sizes`` overrides ``batch_size``."""
     batch_sizes = list(batch_sizes or [batch_size])
     if quick:
@@ -200,7 +218,7 @@ def run(sizes=(28, 64), batch_size=128, steps=10, quick=False, repeats=5, batch_
             for s in sizes
             for b in batch_sizes
         ]
-    return [compare(s, b, steps, repeats) for b in batch_sizes for s in sizes]
+    return [compare(s, b, steps, repeats, device) for b in batch_sizes for s in sizes]
 
 
 def print_table(rows: list[dict]) -> None:
@@ -229,8 +247,12 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--device", default="cpu", help="PyTorch device: cpu or cuda")
+    parser.add_argument("--conv_grad", default="auto", help="JAX: auto, custom or autodiff")
     args = parser.parse_args(argv)
+    set_conv_grad(args.conv_grad)
     rows = run(
+        device=args.device,
         sizes=[int(s) for s in args.sizes.split(",")],
         steps=args.steps,
         quick=args.quick,

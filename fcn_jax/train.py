@@ -9,6 +9,7 @@ summary.json and (2-D) eval_heatmap.png.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -24,7 +25,14 @@ import fcn_jax
 from fcn_jax import sharding
 from fcn_jax.checkpoint import Checkpointer, CheckpointError
 from fcn_jax.config import TrainConfig, parse_eval_sizes, size_key
-from fcn_jax.data import Dataset, TrainLoader, load_dataset, parse_size_policy, resolve_buckets
+from fcn_jax.data import (
+    Dataset,
+    SizePolicy,
+    TrainLoader,
+    load_dataset,
+    parse_size_policy,
+    resolve_buckets,
+)
 from fcn_jax.data.augment import parse_augmentation
 from fcn_jax.data.device_loader import DeviceLoader, device_data_problem
 from fcn_jax.data.sources import Subset
@@ -166,15 +174,35 @@ class _Progress:
             self._bar.close()
 
 
-def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
-    """Train (or resume) in ``workdir``, evaluate, write the outputs, return the summary.
+@dataclasses.dataclass
+class Setup:
+    """Everything a run builds from its config before the first step (see :func:`build`)."""
 
-    ``config`` may leave fields unset (None): they are resolved first (recipe, defaults)."""
-    start_time = time.perf_counter()
+    config: TrainConfig  # resolved
+    dataset: Dataset
+    train_size: str
+    policy: SizePolicy
+    eval_sizes: list[tuple[int, ...]]
+    model: nnx.Module
+    buckets: list[tuple[int, ...]]
+    mesh: jax.sharding.Mesh
+    loader: TrainLoader | DeviceLoader
+    total_steps: int
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    graphdef: nnx.GraphDef
+    eval_graphdef: nnx.GraphDef
+    state: dict  # on the host; train_and_evaluate restores or places it
+    train_step: CompiledStep
+    eval_step: CompiledStep
+    steps_kw: dict  # the state and batch shardings of the compiled steps
+
+
+def build(config: TrainConfig) -> Setup:
+    """Resolve ``config`` (unset fields: recipe, defaults), set up JAX, open the dataset and
+    make the model, buckets, mesh, train loader, optimizer, state and compiled steps."""
     config = config.resolved()
     _setup_jax(config)
-    os.makedirs(workdir, exist_ok=True)
-
     dataset = load_dataset(config.dataset, config.data_dir, skip_corrupt=config.skip_corrupt)
     d = dataset.spatial_dims
     eval_sizes = parse_eval_sizes(config.eval_sizes, d)
@@ -198,7 +226,6 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
         raise ValueError(f"--eval_sizes: {too_small} below the model's minimum size {min_size}")
     example_sizes = dataset.train.sizes() if policy.kind == "native" else np.zeros((0, d))
     buckets = resolve_buckets(config.buckets, policy, example_sizes, min_size=min_size)
-
     mesh = sharding.make_mesh()
     for name in ("batch_size", "eval_batch_size"):
         if getattr(config, name) % mesh.size:
@@ -208,11 +235,51 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
     loader = make_train_loader(config, dataset, policy, buckets, mesh, min_size)
     total_steps = config.steps or loader.steps_for(config.epochs)
     tx = make_optimizer(config, total_steps)
-    schedule = make_schedule(config, total_steps)
     model.train()
     graphdef, state = init_state(model, tx)
     model.eval()
     eval_graphdef = nnx.split(model, nnx.Param, ...)[0]
+    steps_kw = dict(
+        state_sharding=sharding.replicated(mesh), batch_sharding=sharding.batch_sharded(mesh)
+    )
+    train_step = make_train_step(
+        graphdef, tx, label_smoothing=config.label_smoothing, use_sizes=policy.pads, **steps_kw
+    )
+    eval_step = make_eval_step(eval_graphdef, with_maps=dataset.test.has_bbox, **steps_kw)
+    return Setup(
+        config=config,
+        dataset=dataset,
+        train_size=train_size,
+        policy=policy,
+        eval_sizes=eval_sizes,
+        model=model,
+        buckets=buckets,
+        mesh=mesh,
+        loader=loader,
+        total_steps=total_steps,
+        tx=tx,
+        schedule=make_schedule(config, total_steps),
+        graphdef=graphdef,
+        eval_graphdef=eval_graphdef,
+        state=state,
+        train_step=train_step,
+        eval_step=eval_step,
+        steps_kw=steps_kw,
+    )
+
+
+def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
+    """Train (or resume) in ``workdir``, evaluate, write the outputs, return the summary.
+
+    ``config`` may leave fields unset (None): they are resolved first (recipe, defaults)."""
+    start_time = time.perf_counter()
+    setup = build(config)
+    config, dataset, policy, model = setup.config, setup.dataset, setup.policy, setup.model
+    d, buckets, mesh, loader = dataset.spatial_dims, setup.buckets, setup.mesh, setup.loader
+    total_steps, schedule, state = setup.total_steps, setup.schedule, setup.state
+    train_step, eval_step, steps_kw = setup.train_step, setup.eval_step, setup.steps_kw
+    train_size, eval_sizes, min_size = setup.train_size, setup.eval_sizes, model.min_size
+    os.makedirs(workdir, exist_ok=True)
 
     # Resume, or start and record the setup.
     checkpointer = Checkpointer(workdir, writer=True)
@@ -247,17 +314,6 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
         },
     )
     state = jax.device_put(state, sharding.replicated(mesh))
-    steps_kw = dict(
-        state_sharding=sharding.replicated(mesh), batch_sharding=sharding.batch_sharded(mesh)
-    )
-    train_step = make_train_step(
-        graphdef,
-        tx,
-        label_smoothing=config.label_smoothing,
-        use_sizes=policy.pads,
-        **steps_kw,
-    )
-    eval_step = make_eval_step(eval_graphdef, with_maps=dataset.test.has_bbox, **steps_kw)
     if config.precompile:
         for bucket in buckets:
             batch = policy.batch_size(config.batch_size, bucket, mesh.size)
@@ -278,6 +334,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
     # Train.
     progress = _Progress(total_steps, start_step)
     loop_start, window, last_logged = time.perf_counter(), None, start_step
+    checkpoint_seconds = 0.0
     last_train = writer.last("train")  # when resuming a finished run there is no new loss
     final_loss = last_train["loss"] if last_train else None
     for step in range(start_step + 1, total_steps + 1):
@@ -294,19 +351,22 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
         if step % config.checkpoint_every == 0 or step == total_steps:
             check_finite(step)
             total = {k: seen[k] + loader.tally[k] for k in seen}
+            saving = time.perf_counter()
             checkpointer.save(
                 step, state, {**meta, "step": step, "loader": loader.get_state(), "seen": total}
             )
+            checkpoint_seconds += time.perf_counter() - saving
     progress.close()
     jax.block_until_ready(state)
     examples, seen = loader.tally["examples"], {k: seen[k] + loader.tally[k] for k in seen}
-    train_seconds = time.perf_counter() - loop_start - train_step.compile_seconds
+    compile_seconds = train_step.compile_seconds + loader.compile_seconds
+    train_seconds = time.perf_counter() - loop_start - compile_seconds
 
     # Evaluate: the test split at its own sizes, then the grid of test sizes.
     test = Subset(dataset.test, config.eval_examples) if config.eval_examples else dataset.test
     eval_kw = dict(batch_size=config.eval_batch_size, min_size=min_size, mesh=mesh)
     native = evaluate(eval_step, state, test, None, mode="resize", **eval_kw)
-    recal = _recalibrator(config, graphdef, state, dataset, steps_kw, eval_kw)
+    recal = _recalibrator(config, setup.graphdef, state, dataset, steps_kw, eval_kw)
     grid = {}
     for size in eval_sizes:
         size_state = recal(size) if recal else state
@@ -336,6 +396,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
         if examples and train_seconds > 0
         else None,
         "loader_examples_per_sec": loader.examples_per_second,
+        "checkpoint_seconds": checkpoint_seconds,
         "input_pipeline": "device" if isinstance(loader, DeviceLoader) else "grain",
         "wall_time_s": time.perf_counter() - start_time,
         "steps": total_steps,

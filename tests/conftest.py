@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The exactness tests promise padded = alone in float32: full-precision convolutions and
+# matmuls wherever they run (the default on CPU; GPUs otherwise use TF32).
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
 
 @pytest.fixture(scope="session")

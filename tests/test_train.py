@@ -268,7 +268,8 @@ print(json.dumps({"devices": jax.device_count()}))
 def test_four_devices_match_one(tfds_dir, tmp_path):
     results = {}
     for n in (1, 4):
-        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+        flags = f"--xla_force_host_platform_device_count={n}"  # n CPU devices, on any machine
+        env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
         out = subprocess.run(
             [sys.executable, "-c", FOUR_DEVICES, tfds_dir, str(tmp_path / str(n))],
             env=env,

@@ -82,6 +82,7 @@ class BatchPlan:
         if not self._plan(0):
             raise ValueError(f"batch_size {batch_size} leaves no full batch in {self._n} examples")
         self.tally = {"examples": 0, "pixels": 0, "padded_pixels": 0}
+        self.compile_seconds = 0.0  # loaders that compile their batch assembly add to it
         self._t0 = None
 
     def _check_policy(self) -> None:

@@ -103,9 +103,9 @@ def _strided_conv_bwd(strides, padding, precision, residuals, dy):
 
 strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
 
-# The input gradient of strided convolutions: "custom" (:func:`strided_conv`) or "autodiff".
-# Read when a step is traced; the training setup sets it once per process (set_conv_grad).
-_conv_grad = "custom"
+# The input gradient of strided convolutions: "custom" (:func:`strided_conv`), "autodiff" or
+# "auto" (per backend). Read when a step is traced; training sets it per run (set_conv_grad).
+_conv_grad = "auto"
 
 
 def resolve_conv_grad(mode: str, backend: str | None = None) -> str:
@@ -122,7 +122,7 @@ def set_conv_grad(mode: str) -> str:
     global _conv_grad
     if mode not in ("auto", "custom", "autodiff"):
         raise ValueError(f"conv_grad {mode!r}: expected auto, custom or autodiff")
-    previous, _conv_grad = _conv_grad, resolve_conv_grad(mode)
+    previous, _conv_grad = _conv_grad, mode
     return previous
 
 
@@ -145,7 +145,7 @@ def conv_general_dilated(
     nd = lhs.ndim - 2
     plain = all(d in (None, 1) or tuple(d) == (1,) * nd for d in (lhs_dilation, rhs_dilation))
     if (
-        _conv_grad == "custom"
+        resolve_conv_grad(_conv_grad) == "custom"
         and plain
         and feature_group_count == 1
         and any(s > 1 for s in window_strides)
