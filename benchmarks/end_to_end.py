@@ -66,7 +66,7 @@ def step_alone(config: TrainConfig) -> float:
     """Examples/s of ``config``'s compiled train step on batches already on the device."""
     setup = build(dataclasses.replace(config, input_pipeline="device"))
     batches = [next(setup.loader) for _ in range(HELD_BATCHES)]
-    state = jax.device_put(setup.state, sharding.replicated(setup.mesh))
+    state = jax.tree.leaves(jax.device_put(setup.state, sharding.replicated(setup.mesh)))
     for batch in batches:  # compile every shape and warm up
         state, _ = setup.train_step(state, batch)
     jax.block_until_ready(state)

@@ -161,7 +161,24 @@ class CompiledStep:
         return self.compile(state, batch)(state, batch)
 
 
-def make_train_step(graphdef, tx, *, label_smoothing, use_sizes, state_sharding, batch_sharding):
+def over_leaves(fn: Callable, treedef) -> Callable:
+    """``fn(state, batch) -> (state, out)`` as a function of the state's leaves (a list of
+    arrays, ``jax.tree.leaves(state)``). A flat list crosses the jit boundary several times
+    faster than ``nnx.State`` (no Variable objects are rebuilt per call): what a training loop
+    dispatching thousands of short steps needs."""
+
+    def flat(leaves, batch):
+        state, out = fn(jax.tree.unflatten(treedef, leaves), batch)
+        return jax.tree.leaves(state), out
+
+    return flat
+
+
+def make_train_step(
+    graphdef, tx, *, label_smoothing, use_sizes, state_sharding, batch_sharding, treedef=None
+):
+    """The compiled train step; with ``treedef`` (the state's structure) it takes and returns
+    the state's leaves (:func:`over_leaves`)."""
     fn = functools.partial(
         train_step,
         graphdef=graphdef,
@@ -169,6 +186,8 @@ def make_train_step(graphdef, tx, *, label_smoothing, use_sizes, state_sharding,
         label_smoothing=label_smoothing,
         use_sizes=use_sizes,
     )
+    if treedef is not None:
+        fn = over_leaves(fn, treedef)
     return CompiledStep(fn, "train", state_sharding, batch_sharding, donate=True)
 
 

@@ -193,7 +193,7 @@ class Setup:
     graphdef: nnx.GraphDef
     eval_graphdef: nnx.GraphDef
     state: dict  # on the host; train_and_evaluate restores or places it
-    train_step: CompiledStep
+    train_step: CompiledStep  # takes and returns jax.tree.leaves(state)
     eval_step: CompiledStep
     steps_kw: dict  # the state and batch shardings of the compiled steps
 
@@ -243,7 +243,12 @@ def build(config: TrainConfig) -> Setup:
         state_sharding=sharding.replicated(mesh), batch_sharding=sharding.batch_sharded(mesh)
     )
     train_step = make_train_step(
-        graphdef, tx, label_smoothing=config.label_smoothing, use_sizes=policy.pads, **steps_kw
+        graphdef,
+        tx,
+        label_smoothing=config.label_smoothing,
+        use_sizes=policy.pads,
+        treedef=jax.tree.structure(state),
+        **steps_kw,
     )
     eval_step = make_eval_step(eval_graphdef, with_maps=dataset.test.has_bbox, **steps_kw)
     return Setup(
@@ -314,16 +319,17 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
         },
     )
     state = jax.device_put(state, sharding.replicated(mesh))
+    treedef, leaves = jax.tree.structure(state), jax.tree.leaves(state)
     if config.precompile:
         for bucket in buckets:
             batch = policy.batch_size(config.batch_size, bucket, mesh.size)
-            train_step.compile(state, _batch_spec(batch, bucket, dataset.in_channels))
+            train_step.compile(leaves, _batch_spec(batch, bucket, dataset.in_channels))
 
     writer = MetricsWriter(workdir, resume_step=start_step)
     meta = {"seed": config.seed, "model_spec": model.spec.to_dict()}
 
     def check_finite(step: int) -> None:
-        bad = int(state["bad_step"])
+        bad = int(jax.tree.unflatten(treedef, leaves)["bad_step"])
         if bad:
             last = checkpointer.latest_step()
             raise NonFiniteLossError(
@@ -333,31 +339,34 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
 
     # Train.
     progress = _Progress(total_steps, start_step)
-    loop_start, window, last_logged = time.perf_counter(), None, start_step
+    loop_start, window, last_logged = time.perf_counter(), [], start_step
     checkpoint_seconds = 0.0
     last_train = writer.last("train")  # when resuming a finished run there is no new loss
     final_loss = last_train["loss"] if last_train else None
     for step in range(start_step + 1, total_steps + 1):
         batch = next(loader)
-        state, metrics = train_step(state, sharding.to_global(_pick(batch, TRAIN_KEYS), mesh))
-        window = metrics if window is None else jax.tree.map(lambda a, b: a + b, window, metrics)
+        leaves, metrics = train_step(leaves, sharding.to_global(_pick(batch, TRAIN_KEYS), mesh))
+        window.append(metrics)  # summed at log time: no per-step dispatch
         if step % config.log_every == 0 or step == total_steps:
             check_finite(step)
-            values = {k: float(v) / (step - last_logged) for k, v in jax.device_get(window).items()}
+            window = jax.device_get(window)
+            values = {k: float(sum(m[k] for m in window)) / len(window) for k in window[0]}
             values["learning_rate"] = float(schedule(step))
             writer.write(step, "train", values)
             progress.update(step, step - last_logged, values)
-            final_loss, window, last_logged = values["loss"], None, step
+            final_loss, window, last_logged = values["loss"], [], step
         if step % config.checkpoint_every == 0 or step == total_steps:
             check_finite(step)
             total = {k: seen[k] + loader.tally[k] for k in seen}
             saving = time.perf_counter()
             checkpointer.save(
-                step, state, {**meta, "step": step, "loader": loader.get_state(), "seen": total}
+                step,
+                jax.tree.unflatten(treedef, leaves),
+                {**meta, "step": step, "loader": loader.get_state(), "seen": total},
             )
             checkpoint_seconds += time.perf_counter() - saving
     progress.close()
-    jax.block_until_ready(state)
+    state = jax.block_until_ready(jax.tree.unflatten(treedef, leaves))
     examples, seen = loader.tally["examples"], {k: seen[k] + loader.tally[k] for k in seen}
     compile_seconds = train_step.compile_seconds + loader.compile_seconds
     train_seconds = time.perf_counter() - loop_start - compile_seconds
