@@ -2,7 +2,7 @@
 
     python -m benchmarks.end_to_end [--dataset=procedural_digits/fixed28] [--batch_size=64]
         [--steps=300] [--policies=fixed,mixed_step,mixed_example] [--pipelines=device,grain]
-        [--precision=float32] [--conv_grad=auto] [--out=runs/end_to_end.json]
+        [--precision=float32] [--conv_grad=auto] [--worker_count=0] [--out=FILE.json]
 
 End to end is ``train_and_evaluate`` for ``--steps`` steps: examples over the training loop's
 wall time with loading and logging (compiles and the one synchronous checkpoint save excluded;
@@ -45,6 +45,7 @@ flags.DEFINE_list("pipelines", ["device", "grain"], "input pipelines: device, gr
 flags.DEFINE_string("precision", "float32", "float32 or bfloat16")
 flags.DEFINE_string("matmul_precision", "auto", "auto, default, high or highest")
 flags.DEFINE_string("conv_grad", "auto", "auto, custom or autodiff")
+flags.DEFINE_integer("worker_count", 0, "grain pipeline: worker processes (0: threads)")
 flags.DEFINE_string("out", None, "also write the rows to this JSON file")
 
 
@@ -138,6 +139,7 @@ def main(argv) -> None:
         precision=f.precision,
         matmul_precision=f.matmul_precision,
         conv_grad=f.conv_grad,
+        worker_count=f.worker_count,
     )
     rows = run(f.policies, f.pipelines, **overrides)
     print(f"{jax.devices()[0].device_kind}, batch {f.batch_size}, {f.steps} steps, {f.precision}")

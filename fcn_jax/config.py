@@ -74,6 +74,7 @@ class TrainConfig:
     conv_grad: str = "auto"
     input_pipeline: str = "auto"
     device_data_fraction: float = 0.25
+    worker_count: int = 0
     checkpoint_every: int = 500
     log_every: int = 100
     precompile: bool = False
@@ -135,6 +136,8 @@ class TrainConfig:
         for name in ("weight_decay", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name}={getattr(self, name)}: expected a number >= 0")
+        if self.worker_count < 0:
+            raise ValueError(f"--worker_count={self.worker_count}: expected a number >= 0")
         if not 0 < self.device_data_fraction <= 1:
             raise ValueError(
                 f"--device_data_fraction={self.device_data_fraction}: expected 0 < value <= 1"
@@ -225,8 +228,9 @@ def field_help(defaults: dict | None = None) -> dict[str, str]:
         "seed": "seed for parameters and the data order",
         "precision": "float32 or bfloat16 computation (parameters stay float32)",
         "matmul_precision": "precision of float32 convolutions and matmuls on GPU/TPU: highest "
-        "(exact: padded = alone within 1e-5), high or default (TF32 on GPU: faster, ~1e-3); "
-        "auto: highest for float32, default for bfloat16",
+        "(exact: padded = alone within 1e-5), high or default (TF32 on GPU: 2-3x faster, ~1e-3 "
+        "relative); auto: highest for float32 runs with padded batches (native, "
+        "mixed_example), else default",
         "conv_grad": "input gradient of strided convolutions: custom (no zero-stuffing; faster "
         "on CPU), autodiff (XLA's own; faster on GPU) or auto (per backend)",
         "input_pipeline": "device: the train split lives on the devices and batches are built "
@@ -234,6 +238,8 @@ def field_help(defaults: dict | None = None) -> dict[str, str]:
         "in --device_data_fraction of a device's memory",
         "device_data_fraction": "share of one device's memory the train split may take on the "
         "device path",
+        "worker_count": "grain pipeline: build batches in this many processes (0: threads of "
+        "this process)",
         "checkpoint_every": "save a checkpoint every this many steps (and at the end)",
         "log_every": "log metrics every this many steps",
         "precompile": "compile every declared bucket ahead of time before training",

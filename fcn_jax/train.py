@@ -64,6 +64,7 @@ RESUMABLE_FIELDS = {
     "input_pipeline",
     "device_data_fraction",
     "conv_grad",
+    "worker_count",
 }
 RECALIBRATION_BATCHES = 8
 
@@ -100,19 +101,20 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTrans
     )
 
 
-def matmul_precision(config: TrainConfig) -> str | None:
+def matmul_precision(config: TrainConfig, policy: SizePolicy) -> str | None:
     """The process-wide precision of float32 convolutions and matmuls (None: the backend's
-    default, TF32 on recent GPUs; no effect on CPU)."""
+    default, TF32 on recent GPUs; CPUs always compute in full float32). ``auto`` keeps
+    float32 runs whose training batches are padded (native, mixed_example) exact: padded =
+    alone needs full precision; unpadded runs take the faster default."""
     value = config.matmul_precision
     if value == "auto":
-        value = "highest" if config.precision == "float32" else "default"
+        value = "highest" if config.precision == "float32" and policy.pads else "default"
     return None if value == "default" else value
 
 
 def _setup_jax(config: TrainConfig) -> None:
     if config.distributed:
         jax.distributed.initialize()
-    jax.config.update("jax_default_matmul_precision", matmul_precision(config))
     set_conv_grad(config.conv_grad)
     if config.compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", config.compilation_cache_dir)
@@ -137,7 +139,11 @@ def make_train_loader(config: TrainConfig, dataset: Dataset, policy, buckets, me
         return DeviceLoader(*args, mesh=mesh, **kw)
     logging.info("input pipeline: grain (host threads)")
     return TrainLoader(
-        *args, process_index=jax.process_index(), process_count=jax.process_count(), **kw
+        *args,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        worker_count=config.worker_count,
+        **kw,
     )
 
 
@@ -208,6 +214,7 @@ def build(config: TrainConfig) -> Setup:
     eval_sizes = parse_eval_sizes(config.eval_sizes, d)
     train_size = config.train_size or default_train_size(dataset)
     policy = parse_size_policy(train_size, d)
+    jax.config.update("jax_default_matmul_precision", matmul_precision(config, policy))
     model = fcn_jax.create_model(
         config.model,
         num_classes=dataset.num_classes,

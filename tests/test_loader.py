@@ -358,3 +358,14 @@ def test_eval_1d(tmp_path):
     assert [b["valid"].tolist() for b in batches] == [[True, True], [True, False], [True, True]]
     loader = _loader(ds, "mixed:4-12:4", batch_size=2)
     assert all(b["image"].shape[1] in (4, 8, 12) for b in itertools.islice(loader, 10))
+
+
+def test_worker_processes_give_the_same_batches(small):
+    """Grain multiprocessing (the loader pickled to a worker) yields the threads' batches, and
+    resumes at the same step."""
+    threads = _loader(small, "mixed_example:6-20", min_size=(4, 4))
+    workers = _loader(small, "mixed_example:6-20", min_size=(4, 4), worker_count=1)
+    assert _same(_take(threads, 9), _take(workers, 9))  # crosses an epoch (60 // 8 = 7)
+    resumed = _loader(small, "mixed_example:6-20", min_size=(4, 4), worker_count=1)
+    resumed.set_state(workers.get_state())
+    assert _same(_take(threads, 2), _take(resumed, 2))

@@ -2,11 +2,13 @@
 
 When the train split has one size and fits in a share of device memory, it is placed on every
 device once (uint8 when its values are k/255, else float32). Each step the host looks up the
-same plan as :class:`~fcn_jax.data.loader.TrainLoader` (:mod:`fcn_jax.data.plan`) and sends
-``B x (1 + 3D)`` integers: each example's index, size, content extent and content start (zoom
-and shift of the augmentation). One jitted function per bucket gathers the examples, resizes
-each with ``jax.image.scale_and_translate`` (bilinear, antialiased when shrinking, as PIL) to
-its own extent and offset on the bucket-sized canvas, and zeroes what lies outside its size.
+same plan as :class:`~fcn_jax.data.loader.TrainLoader` (:mod:`fcn_jax.data.plan`): per
+example ``1 + 3D`` integers, its index, size, content extent and content start (zoom and shift
+of the augmentation). They go to the devices once per epoch (per step where batch sizes vary),
+and a position kept on the device picks each step's. One jitted function per bucket gathers
+the examples, resizes each with ``jax.image.scale_and_translate`` (bilinear, antialiased when
+shrinking, as PIL) to its own extent and offset on the bucket-sized canvas, and zeroes what
+lies outside its size.
 
 Against the host loader, for the same seed: the same indices, labels, sizes and shapes; pixels
 equal where no resizing happens and within 1e-5 where it does (two implementations of the same
@@ -110,6 +112,14 @@ def assemble(images, labels, rows, *, canvas: tuple[int, ...], resize: bool) -> 
     return {"image": x, "label": jnp.take(labels, index), "sizes": size}
 
 
+def assemble_next(images, labels, epoch_rows, j, *, canvas, resize) -> tuple[dict, jax.Array]:
+    """Batch ``j`` of an epoch whose rows ``(S, B, 1 + 3D)`` are on the device (see
+    :func:`assemble`), and ``j + 1``: the position advances on the device, so a step needs no
+    transfer from the host (a small one can make the host wait for the device on GPUs)."""
+    rows = jax.lax.dynamic_index_in_dim(epoch_rows, j, keepdims=False)
+    return assemble(images, labels, rows, canvas=canvas, resize=resize), j + 1
+
+
 class DeviceLoader(BatchPlan):
     """Infinite, deterministic, resumable training batches built on the devices.
 
@@ -154,8 +164,10 @@ class DeviceLoader(BatchPlan):
         self._images = sharding.replicate(images, mesh)
         self._labels = sharding.replicate(labels, mesh)
         self._resize = self._needs_resize()
-        self._steps: dict = {}  # canvas -> jitted assemble
-        self._next = 0
+        self._steps: dict = {}  # (function, canvas, shapes) -> compiled assembly
+        batches, once = sharding.batch_sharded(mesh), sharding.replicated(mesh)
+        self._out_shardings = {"assemble": batches, "assemble_next": (batches, once)}
+        self._next, self._on_device = 0, None  # (epoch, step within it) of the device rows
 
     def _needs_resize(self) -> bool:
         """Whether some example is ever resized, zoomed or shifted."""
@@ -167,16 +179,29 @@ class DeviceLoader(BatchPlan):
             sizes = set(self.policy.grid())
         return sizes != {self._stored}
 
-    def _assembler(self, canvas: tuple[int, ...], rows: jax.Array):
-        """:func:`assemble` compiled for this canvas and batch size (timed, once each)."""
-        key = (canvas, rows.shape)
+    def _compiled(self, fn, canvas: tuple[int, ...], args: tuple):
+        """``fn`` (:func:`assemble` or :func:`assemble_next`) compiled for this canvas and
+        these argument shapes, once each (timed)."""
+        key = (fn.__name__, canvas, *(a.shape for a in args))
         if key not in self._steps:
-            fn = functools.partial(assemble, canvas=canvas, resize=self._resize)
-            jitted = jax.jit(fn, out_shardings=sharding.batch_sharded(self._mesh))
+            jitted = jax.jit(
+                functools.partial(fn, canvas=canvas, resize=self._resize),
+                out_shardings=self._out_shardings[fn.__name__],
+            )
             start = time.perf_counter()
-            self._steps[key] = jitted.lower(self._images, self._labels, rows).compile()
+            self._steps[key] = jitted.lower(self._images, self._labels, *args).compile()
             self.compile_seconds += time.perf_counter() - start
         return self._steps[key]
+
+    def _upload(self, epoch: int, j: int, first: int) -> None:
+        """Put the rows of every step of ``epoch`` (its first global step is ``first``) on the
+        devices, and the position ``j`` within it."""
+        steps = range(first, first + len(self._plan(epoch)))
+        self._epoch_rows = sharding.replicate(
+            np.stack([self.rows(s)[1] for s in steps]), self._mesh
+        )
+        self._j = sharding.replicate(np.asarray(j, np.int32), self._mesh)
+        self._on_device = (epoch, j)
 
     def rows(self, step: int) -> tuple[tuple[int, ...], np.ndarray]:
         """Step ``step``'s canvas and the ``(B, 1 + 3D)`` int32 rows :func:`assemble` takes."""
@@ -191,11 +216,22 @@ class DeviceLoader(BatchPlan):
 
     def __next__(self) -> dict:
         self._start_clock()
-        canvas, rows = self.rows(self._next)
-        self._count(self._next)
+        step = self._next
+        canvas = tuple(self.planned(step)[1])
+        self._count(step)
         self._next += 1
-        rows = sharding.replicate(rows, self._mesh)
-        return self._assembler(canvas, rows)(self._images, self._labels, rows)
+        if self._variable_epochs:  # batch sizes vary: this step's rows go up alone
+            rows = sharding.replicate(self.rows(step)[1], self._mesh)
+            return self._compiled(assemble, canvas, (rows,))(self._images, self._labels, rows)
+        epoch, j = self._locate(step)
+        if self._on_device != (epoch, j):  # the first step, a resume or a new epoch
+            self._upload(epoch, j, step - j)
+        args = (self._epoch_rows, self._j)
+        batch, self._j = self._compiled(assemble_next, canvas, args)(
+            self._images, self._labels, *args
+        )
+        self._on_device = (epoch, j + 1)
+        return batch
 
     def _position(self) -> int:
         return self._next

@@ -19,6 +19,7 @@ from typing import Any
 
 import grain
 import numpy as np
+from absl import flags
 
 from fcn_jax.data.augment import Augmentation
 from fcn_jax.data.plan import BatchPlan, effective_sizes
@@ -92,6 +93,8 @@ class TrainLoader(BatchPlan):
         ``process_count``; pass the global device count).
       augmentation: random zoom and shift (default: none).
       num_threads, prefetch: Grain background threads and batches read ahead.
+      worker_count: batches are made in this many processes (Grain multiprocessing; the
+        loader and its source are pickled to each) instead of this process's threads.
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class TrainLoader(BatchPlan):
         augmentation: Augmentation | None = None,
         num_threads: int = 2,
         prefetch: int = 4,
+        worker_count: int = 0,
     ):
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} not in [0, {process_count})")
@@ -124,9 +128,8 @@ class TrainLoader(BatchPlan):
             augmentation=augmentation,
         )
         self.process_index = process_index
-        ds = grain.MapDataset.range(sys.maxsize).map(self._load)  # element i = global step i
-        options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
-        self._iter = ds.to_iter_dataset(options).__iter__()
+        self._reading = (num_threads, prefetch, worker_count)
+        self._seek(0)
 
     def _load(self, step: int) -> Batch:
         indices, shape, sizes = self.planned(step)
@@ -155,14 +158,29 @@ class TrainLoader(BatchPlan):
 
     def __next__(self) -> Batch:
         self._start_clock()
-        self._count(self._position())
-        return next(self._iter)
+        self._count(self._next)
+        batch = next(self._iter)
+        self._next += 1
+        return batch
 
     def _position(self) -> int:
-        return int(self._iter.get_state()["next_index"])
+        return self._next
 
     def _seek(self, step: int) -> None:
-        self._iter.set_state({"next_index": step})
+        """Read from global step ``step`` on (element ``i`` is global step ``step + i``)."""
+        num_threads, prefetch, workers = self._reading
+        self._iter = None  # not pickled along with the loader
+        ds = grain.MapDataset.range(step, sys.maxsize).map(self._load)
+        options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+        ds = ds.to_iter_dataset(options)
+        if workers:
+            if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags (defaults here)
+                flags.FLAGS.mark_as_parsed()
+            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+        self._iter, self._next = iter(ds), step
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "_iter": None}
 
     def stats(self) -> dict[str, Any]:
         """What a training script logs: buckets, padding efficiency, throughput."""

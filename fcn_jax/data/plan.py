@@ -194,6 +194,13 @@ class BatchPlan:
         epoch = bisect.bisect_right(self._offsets, step) - 1
         return epoch, step - self._offsets[epoch]
 
+    def __getstate__(self) -> dict:
+        """Picklable (for loader worker processes): without the lock and the plan cache."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_plans")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock(), _plans={})
+
     # --- position -----------------------------------------------------------------------
 
     def _position(self) -> int:
