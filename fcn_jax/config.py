@@ -231,8 +231,9 @@ def field_help(defaults: dict | None = None) -> dict[str, str]:
         "(exact: padded = alone within 1e-5), high or default (TF32 on GPU: 2-3x faster, ~1e-3 "
         "relative); auto: highest for float32 runs with padded batches (native, "
         "mixed_example), else default",
-        "conv_grad": "input gradient of strided convolutions: custom (no zero-stuffing; faster "
-        "on CPU), autodiff (XLA's own; faster on GPU) or auto (per backend)",
+        "conv_grad": "input gradient of strided convolutions: custom (no zero-stuffing), "
+        "autodiff (XLA's own) or auto (custom on CPU and GPU, where it measured faster; "
+        "autodiff on TPU)",
         "input_pipeline": "device: the train split lives on the devices and batches are built "
         "there in jit; grain: host threads; auto: device when the split has one size and fits "
         "in --device_data_fraction of a device's memory",

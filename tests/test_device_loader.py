@@ -142,4 +142,5 @@ def test_conv_grad_choice(mode):
     finally:
         layers.set_conv_grad(previous)
     assert layers.resolve_conv_grad("auto", "cpu") == "custom"
-    assert layers.resolve_conv_grad("auto", "gpu") == "autodiff"
+    assert layers.resolve_conv_grad("auto", "gpu") == "custom"
+    assert layers.resolve_conv_grad("auto", "tpu") == "autodiff"
