@@ -20,8 +20,8 @@ import optax
 from flax import nnx
 
 import fcn_jax
+from benchmarks import end_to_end
 from benchmarks.bench_table import Row
-from benchmarks.loader_throughput import measure_loader
 from fcn_jax import sharding
 from fcn_jax.config import TrainConfig
 from fcn_jax.data import (
@@ -88,8 +88,9 @@ class Settings:
     tta_max_steps: int = 1500
     tta_eval_every: int = 25
     tta_eval_examples: int = 1000
-    # 6. loader against step
-    loader_steps: int = 50
+    # 6. end to end against the step alone
+    e2e_policies: tuple[str, ...] = ("fixed", "mixed_step", "mixed_example")
+    e2e_steps: int = 300
 
 
 FULL = Settings(
@@ -107,7 +108,8 @@ QUICK = dataclasses.replace(
     reps=2,
     torch_quick=True,
     tta_max_steps=600,
-    loader_steps=20,
+    e2e_policies=("fixed", "mixed_example"),
+    e2e_steps=150,
     padding_max_k=128,
 )
 # Only for tests: tiny data, a step or two per measurement, but every code path.
@@ -139,20 +141,19 @@ SMOKE = dataclasses.replace(
     tta_max_steps=4,
     tta_eval_every=2,
     tta_eval_examples=32,
-    loader_steps=3,
+    e2e_policies=("fixed",),
+    e2e_steps=2,
 )
 LEVELS = {s.level: s for s in (FULL, QUICK, SMOKE)}
 
 
 class Bench:
-    """Shared state of one benchmark run: settings, datasets (loaded once), the mesh, and the
-    train-step rates of part 3 that part 6 compares the loader with."""
+    """Shared state of one benchmark run: settings, datasets (loaded once) and the mesh."""
 
     def __init__(self, settings: Settings, data_dir: str | None = None):
         self.settings, self.data_dir = settings, data_dir
         self.mesh = sharding.make_mesh()
         self._datasets: dict[str, Dataset] = {}
-        self.step_rates: dict[str, float] = {}
 
     def dataset(self, name: str) -> Dataset:
         if name not in self._datasets:
@@ -531,7 +532,6 @@ def measure_steps(bench: Bench) -> dict[str, dict]:
     results = {}
     for label, run in runs.items():
         results[label] = {**summarize(run.shapes), "padding": pads[label]}
-        bench.step_rates[label] = results[label]["examples"]
     return results
 
 
@@ -733,42 +733,33 @@ def time_to_accuracy(bench: Bench) -> list[Row]:
     ]
 
 
-# --- 6. loader against step ------------------------------------------------------------------
+# --- 6. end to end against the step alone ----------------------------------------------------
 
 
-def loader_vs_step(bench: Bench) -> list[Row]:
-    """Part 6: examples/s of the data loader alone against the train step it feeds (part 3's
-    rates; same policy and batch size), measured one after the other, not concurrently."""
+def end_to_end_rows(bench: Bench) -> list[Row]:
+    """Part 6: training examples/s end to end (the training loop) against the same step on
+    batches already on the device, per policy and input pipeline (benchmarks.end_to_end)."""
     s = bench.settings
-    if not bench.step_rates:
-        measure_steps(bench)
-    min_size = bench.model.min_size
-    source = bench.dataset(s.variable).train
-    rows = []
-    for label, spec, bucket_spec in s.policies:
-        if label == "pad-to-max":
-            continue
-        buckets = policy_buckets(spec, bucket_spec, source.sizes(), min_size)
-        loader = measure_loader(
-            source,
-            spec,
-            batch_size=s.batch_size,
-            steps=s.loader_steps,
-            buckets=",".join("x".join(map(str, b)) for b in buckets) if spec == "native" else None,
-            min_size=min_size,
+    rows = end_to_end.run(
+        s.e2e_policies,
+        ("device", "grain"),
+        dataset=s.fixed28,
+        data_dir=bench.data_dir,
+        batch_size=s.batch_size,
+        steps=s.e2e_steps,
+    )
+    return [
+        Row(
+            "6 end to end",
+            f"end to end ÷ step alone, {r['policy']}, {r['pipeline']} pipeline",
+            r["ratio"],
+            "×",
+            ">= 0.9",
+            f"{r['end_to_end']:,.0f} vs {r['step_alone']:,.0f} ex/s, batch {s.batch_size}, "
+            f"{r['train_size']}",
         )
-        rate, step = loader["examples_per_second"], bench.step_rates[label]
-        rows.append(
-            Row(
-                "6 loader",
-                f"loader ÷ train step, examples/s, {label}",
-                rate / step,
-                "×",
-                ">= 3",
-                f"loader {rate:,.0f} ex/s (2 threads) vs step {step:,.0f} ex/s",
-            )
-        )
-    return rows
+        for r in rows
+    ]
 
 
 PARTS: tuple[tuple[str, Callable[[Bench], list[Row]]], ...] = (
@@ -777,5 +768,5 @@ PARTS: tuple[tuple[str, Callable[[Bench], list[Row]]], ...] = (
     ("3 throughput", throughput),
     ("4 vs PyTorch", against_torch),
     ("5 time to acc.", time_to_accuracy),
-    ("6 loader", loader_vs_step),
+    ("6 end to end", end_to_end_rows),
 )

@@ -1,5 +1,5 @@
 """All benchmarks in one table: compile budget, padding, train-step throughput, PyTorch eager,
-time to accuracy, loader against step.
+time to accuracy, training end to end against the step alone.
 
     python -m benchmarks.run [--quick] [--out=DIR] [--data_dir=DIR] [--parts=1,3]
 

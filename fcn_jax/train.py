@@ -137,7 +137,7 @@ def make_train_loader(config: TrainConfig, dataset: Dataset, policy, buckets, me
     if config.input_pipeline != "grain" and not problem:
         logging.info("input pipeline: device (the train split is held on the devices)")
         return DeviceLoader(*args, mesh=mesh, **kw)
-    logging.info("input pipeline: grain (host threads)")
+    logging.info("input pipeline: grain (host)")
     return TrainLoader(
         *args,
         process_index=jax.process_index(),
@@ -214,7 +214,8 @@ def build(config: TrainConfig) -> Setup:
     eval_sizes = parse_eval_sizes(config.eval_sizes, d)
     train_size = config.train_size or default_train_size(dataset)
     policy = parse_size_policy(train_size, d)
-    jax.config.update("jax_default_matmul_precision", matmul_precision(config, policy))
+    if jax.default_backend() != "cpu":  # CPUs compute float32 in full at every setting
+        jax.config.update("jax_default_matmul_precision", matmul_precision(config, policy))
     model = fcn_jax.create_model(
         config.model,
         num_classes=dataset.num_classes,

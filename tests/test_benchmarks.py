@@ -10,7 +10,7 @@ import pytest
 from benchmarks import bench_table
 from benchmarks.bench_table import Row, cells, met_flag, parse_markdown_table, to_markdown
 
-PARTS = ("1 compile", "2 padding", "3 throughput", "4 vs PyTorch", "5 time to acc.", "6 loader")
+PARTS = ("1 compile", "2 padding", "3 throughput", "4 vs PyTorch", "5 time to acc.", "6 end to end")
 # Rows whose value may be missing: the measurement was skipped or the goal not reached.
 MAY_BE_EMPTY = ("4 vs PyTorch", "seconds to", "steps to", "buckets needed")
 POSITIVE_UNITS = ("compiles", "s", "ex/s", "px/s", "×", "img/s", "steps", "buckets")
@@ -132,8 +132,11 @@ def test_smoke_specific_rows(smoke):
     ratios = {r["name"].split()[0]: r for r in result["rows"] if "÷ fixed" in r["name"]}
     assert set(ratios) == set(labels) - {"fixed"}
     assert all(r["target"] == ">= 0.9" for k, r in ratios.items() if k != "pad-to-max")
-    loader = [r for r in result["rows"] if r["part"] == "6 loader"]
-    assert len(loader) == len(labels) - 1 and all(r["target"] == ">= 3" for r in loader)
+    e2e = {r["name"]: r for r in result["rows"] if r["part"] == "6 end to end"}
+    assert set(e2e) == {
+        f"end to end ÷ step alone, fixed, {p} pipeline" for p in ("device", "grain")
+    }
+    assert all(r["value"] > 0 and r["target"] == ">= 0.9" for r in e2e.values())
     torch_rows = [r for r in result["rows"] if r["part"] == "4 vs PyTorch"]
     assert torch_rows and all(r["value"] is not None or r["note"] for r in torch_rows)
 
