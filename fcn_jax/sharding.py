@@ -42,3 +42,14 @@ def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
 def replicate(x: np.ndarray, mesh: Mesh) -> jax.Array:
     """A host array (the same in every process) copied to every device of ``mesh``."""
     return jax.make_array_from_callback(x.shape, replicated(mesh), lambda index: x[index])
+
+
+def check_batch_size(batch_size: int, devices: int) -> None:
+    """A global batch is split evenly over the devices: else a one-line error naming the
+    nearest sizes that are."""
+    if batch_size % devices:
+        below, above = batch_size // devices * devices, (batch_size // devices + 1) * devices
+        nearest = " or ".join(str(v) for v in (below, above) if v > 0)
+        raise ValueError(
+            f"--batch_size={batch_size}: not divisible by {devices} devices; use {nearest}"
+        )

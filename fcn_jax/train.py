@@ -235,11 +235,7 @@ def build(config: TrainConfig) -> Setup:
     example_sizes = dataset.train.sizes() if policy.kind == "native" else np.zeros((0, d))
     buckets = resolve_buckets(config.buckets, policy, example_sizes, min_size=min_size)
     mesh = sharding.make_mesh()
-    for name in ("batch_size", "eval_batch_size"):
-        if getattr(config, name) % mesh.size:
-            raise ValueError(
-                f"--{name}={getattr(config, name)}: not divisible by {mesh.size} devices"
-            )
+    sharding.check_batch_size(config.batch_size, mesh.size)
     loader = make_train_loader(config, dataset, policy, buckets, mesh, min_size)
     total_steps = config.steps or loader.steps_for(config.epochs)
     tx = make_optimizer(config, total_steps)
@@ -381,7 +377,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
 
     # Evaluate: the test split at its own sizes, then the grid of test sizes.
     test = Subset(dataset.test, config.eval_examples) if config.eval_examples else dataset.test
-    eval_kw = dict(batch_size=config.eval_batch_size, min_size=min_size, mesh=mesh)
+    # Any eval batch size: rounded up to the devices; padding rows count for nothing.
+    eval_batch = -(-config.eval_batch_size // mesh.size) * mesh.size
+    eval_kw = dict(batch_size=eval_batch, min_size=min_size, mesh=mesh)
     native = evaluate(eval_step, state, test, None, mode="resize", **eval_kw)
     recal = _recalibrator(config, setup.graphdef, state, dataset, steps_kw, eval_kw)
     grid = {}

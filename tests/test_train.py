@@ -255,14 +255,27 @@ from flax import nnx
 from fcn_jax.config import TrainConfig
 from fcn_jax.checkpoint import restore_model
 from fcn_jax.train import train_and_evaluate
+# eval_batch_size and eval_examples divide neither each other nor 4 devices.
 cfg = TrainConfig(dataset="procedural_digits/tiny_variable", data_dir=sys.argv[1], width=0.25,
-                  steps=4, batch_size=16, eval_batch_size=16, eval_examples=16, eval_sizes="24",
+                  steps=4, batch_size=16, eval_batch_size=10, eval_examples=18, eval_sizes="24",
                   buckets="auto:2", log_every=1, checkpoint_every=4)
 train_and_evaluate(cfg, sys.argv[2])
 params = jax.tree.leaves(nnx.state(restore_model(sys.argv[2]), nnx.Param))
 np.savez(sys.argv[2] + "/params.npz", *[np.asarray(p) for p in params])
 print(json.dumps({"devices": jax.device_count()}))
 """
+
+
+def test_batch_size_must_split_over_the_devices():
+    from fcn_jax.sharding import check_batch_size
+
+    check_batch_size(64, 8)
+    with pytest.raises(
+        ValueError, match=r"^--batch_size=30: not divisible by 4 devices; use 28 or 32$"
+    ):
+        check_batch_size(30, 4)
+    with pytest.raises(ValueError, match=r"use 8$"):
+        check_batch_size(3, 8)
 
 
 def test_four_devices_match_one(tfds_dir, tmp_path):
@@ -279,16 +292,19 @@ def test_four_devices_match_one(tfds_dir, tmp_path):
         )
         assert out.returncode == 0, out.stderr[-2000:]
         assert json.loads(out.stdout.splitlines()[-1])["devices"] == n
-        losses = [
-            json.loads(line)["loss"]
-            for line in open(tmp_path / str(n) / "metrics.jsonl")
-            if json.loads(line)["kind"] == "train"
-        ]
+        records = [json.loads(line) for line in open(tmp_path / str(n) / "metrics.jsonl")]
+        losses = [r["loss"] for r in records if r["kind"] == "train"]
+        evals = [r for r in records if r["kind"] in ("eval", "test")]
+        # Eval batches of 10 (12 on 4 devices) over 18 examples: each counted exactly once.
+        assert len(evals) == 2 and all(r["examples"] == 18 for r in evals)
         params = np.load(tmp_path / str(n) / "params.npz")
-        results[n] = (losses, [params[k] for k in sorted(params.files)])
+        results[n] = (losses, [params[k] for k in sorted(params.files)], evals)
     np.testing.assert_allclose(results[1][0], results[4][0], rtol=1e-5)
     for a, b in zip(results[1][1], results[4][1], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    for one, four in zip(results[1][2], results[4][2], strict=True):
+        assert one["accuracy"] == four["accuracy"]
+        np.testing.assert_allclose(one["loss"], four["loss"], rtol=1e-4)
 
 
 def test_bfloat16_canvas_and_bn_recalibration(tfds_dir, tmp_path):
