@@ -273,8 +273,10 @@ def parse_eval_sizes(spec: str | None, spatial_dims: int) -> list[tuple[int, ...
         parts = tuple(int(p) for p in t.split("x"))
         if len(parts) == 1:
             parts = parts * spatial_dims
-        if len(parts) != spatial_dims or min(parts) < 1:
+        if len(parts) != spatial_dims:
             raise ValueError(f"--eval_sizes={spec!r}: {t!r} is not a {spatial_dims}-D size")
+        if min(parts) < 1:
+            raise ValueError(f"--eval_sizes={spec!r}: {t!r} has a zero side")
         sizes.append(parts)
     return list(dict.fromkeys(sizes))
 

@@ -15,6 +15,7 @@ def write_atomic(path: str, data: bytes | str) -> None:
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 -> what any new file of the user gets
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
@@ -24,6 +25,12 @@ def write_atomic(path: str, data: bytes | str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -64,12 +71,16 @@ class MetricsWriter:
         return found
 
     def write(self, step: int, kind: str, values: dict[str, Any]) -> None:
+        """One record; its scalars go to TensorBoard as ``KIND/KEY`` (``KIND/KEY/SIZE`` for
+        records of one test size), flushed at once so a killed run keeps them."""
         record = {"step": int(step), "kind": kind, **values}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        suffix = f"/{values['size']}" if "size" in values else ""
         for key, value in values.items():
             if isinstance(value, int | float) and math.isfinite(value):
-                self._tb.add_scalar(f"{kind}/{key}", value, step)
+                self._tb.add_scalar(f"{kind}/{key}{suffix}", value, step)
+        self._tb.flush()
 
     def close(self) -> None:
         self._tb.close()

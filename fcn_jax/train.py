@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import os
 import sys
+import tempfile
 import time
 
 import jax
@@ -145,6 +146,18 @@ def make_train_loader(config: TrainConfig, dataset: Dataset, policy, buckets, me
         worker_count=config.worker_count,
         **kw,
     )
+
+
+def prepare_workdir(workdir: str) -> None:
+    """Create the run directory (made only once the config and data are valid, so a run that
+    fails validation leaves none behind) and check it is writable: any OS error is one line
+    naming ``--workdir``."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=workdir):
+            pass
+    except OSError as e:
+        raise ValueError(f"--workdir={workdir}: {e.strerror or e}") from e
 
 
 def _check_resumable(saved: dict, config: TrainConfig, workdir: str) -> None:
@@ -288,7 +301,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
     total_steps, schedule, state = setup.total_steps, setup.schedule, setup.state
     train_step, eval_step, steps_kw = setup.train_step, setup.eval_step, setup.steps_kw
     train_size, eval_sizes, min_size = setup.train_size, setup.eval_sizes, model.min_size
-    os.makedirs(workdir, exist_ok=True)
+    prepare_workdir(workdir)
 
     # Resume, or start and record the setup.
     checkpointer = Checkpointer(workdir, writer=True)

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -14,9 +15,10 @@ from PIL import Image
 from tiny import TINY_TRAIN
 
 from fcn_jax.checkpoint import Checkpointer, CheckpointError, restore_model
-from fcn_jax.config import TrainConfig
+from fcn_jax.config import TrainConfig, parse_eval_sizes
 from fcn_jax.data import parse_size_policy
-from fcn_jax.train import NonFiniteLossError, train_and_evaluate
+from fcn_jax.outputs import write_json
+from fcn_jax.train import NonFiniteLossError, prepare_workdir, train_and_evaluate
 
 SUMMARY_KEYS = {
     "test_accuracy",
@@ -47,6 +49,23 @@ def run(config, workdir) -> dict:
     return summary
 
 
+def tensorboard_scalars(workdir) -> dict[str, dict[int, float]]:
+    """tag -> {step: value} from the TensorBoard event files under ``workdir/tensorboard``
+    (TFRecord framing: length, its CRC, an Event proto, its CRC)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars = {}
+    for path in sorted((workdir / "tensorboard").iterdir()):
+        data, pos = path.read_bytes(), 0
+        while pos + 12 <= len(data):
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = Event.FromString(data[pos + 12 : pos + 12 + length])
+            pos += 16 + length
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars
+
+
 def test_builtin_2d_outputs(tfds_dir, tmp_path):
     s = run(tiny(tfds_dir), tmp_path)
     assert set(s["eval_accuracy"]) == {"24x24", "28x16"}
@@ -57,6 +76,9 @@ def test_builtin_2d_outputs(tfds_dir, tmp_path):
     assert os.listdir(tmp_path / "tensorboard")
     kinds = [json.loads(line)["kind"] for line in open(tmp_path / "metrics.jsonl")]
     assert kinds.count("train") == 2 and kinds.count("eval") == 2 and "test" in kinds
+    tags = tensorboard_scalars(tmp_path)  # one tag per test size
+    assert tags["eval/accuracy/24x24"] == {6: pytest.approx(s["eval_accuracy"]["24x24"])}
+    assert set(tags["train/loss"]) == {3, 6} and "eval/accuracy" not in tags
 
 
 def test_builtin_1d(tfds_dir, tmp_path):
@@ -215,6 +237,9 @@ def test_resume_after_sigkill_gives_identical_params(tfds_dir, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert max(saved_steps(killed)) < steps  # it really was interrupted
+    # TensorBoard kept every step logged up to the last checkpoint (logs and saves every 2).
+    logged = set(tensorboard_scalars(killed)["train/loss"])
+    assert set(range(2, max(saved_steps(killed)) + 1, 2)) <= logged
     finish = cli(flags)
     _, err = finish.communicate(timeout=300)
     assert finish.returncode == 0, err[-2000:]
@@ -233,6 +258,26 @@ def test_resume_after_sigkill_gives_identical_params(tfds_dir, tmp_path):
         np.testing.assert_array_equal(a, b)
     summary = json.load(open(killed / "summary.json"))
     assert summary["steps"] == steps and summary["resumed_from_step"] > 0
+
+
+def test_workdir_errors_are_one_line_and_validation_leaves_no_directory(tfds_dir, tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"^--workdir=.*/file/run: Not a directory$"):
+        prepare_workdir(str(tmp_path / "file" / "run"))
+    with pytest.raises(ValueError, match=r"^--eval_sizes='0x5': '0x5' has a zero side$"):
+        parse_eval_sizes("0x5", 2)
+    with pytest.raises(ValueError, match="below the model's minimum size"):
+        train_and_evaluate(tiny(tfds_dir, eval_sizes="2"), str(tmp_path / "never"))
+    assert not (tmp_path / "never").exists()
+
+
+def test_result_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_json(str(tmp_path / "a.json"), {})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
 
 
 def test_bad_flag_fails_fast_with_one_line(tmp_path):
