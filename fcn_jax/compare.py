@@ -169,7 +169,12 @@ def run_comparison(config: CompareConfig, workdir: str, *, command: list[str] | 
     start = time.perf_counter()
     config.validate()
     base = config.train.resolved(TRAIN_DEFAULTS)
-    dataset = load_dataset(base.dataset, base.data_dir, skip_corrupt=base.skip_corrupt)
+    dataset = load_dataset(
+        base.dataset,
+        base.data_dir,
+        skip_corrupt=base.skip_corrupt,
+        pixel_range=base.pixel_bounds(),
+    )
     d = dataset.spatial_dims
     notes, policies = [], list(config.policies)
     if "native" in policies and default_train_size(dataset) != "native":

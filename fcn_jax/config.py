@@ -81,6 +81,7 @@ class TrainConfig:
     compilation_cache_dir: str | None = None
     distributed: bool = False
     skip_corrupt: bool = False
+    pixel_range: str = "0,1"
 
     def resolved(self, defaults: dict | None = None) -> TrainConfig:
         """A validated copy with every unset field filled: the recipe's value, else
@@ -149,6 +150,7 @@ class TrainConfig:
         from fcn_jax.data.augment import parse_augmentation
 
         parse_augmentation(self.zoom, self.translate)
+        self.pixel_bounds()
         self._check_size_specs()
         return self
 
@@ -178,6 +180,16 @@ class TrainConfig:
             else:
                 message = errors[0]
                 raise ValueError(message if message.startswith("--") else f"--{name}: {message}")
+
+    def pixel_bounds(self) -> tuple[float, float]:
+        """``pixel_range`` as (LO, HI)."""
+        try:
+            lo, hi = (float(v) for v in self.pixel_range.split(","))
+        except ValueError:
+            lo = hi = None
+        if lo is None or not lo < hi:
+            raise ValueError(f"--pixel_range={self.pixel_range!r}: expected LO,HI with LO < HI")
+        return lo, hi
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -247,6 +259,8 @@ def field_help(defaults: dict | None = None) -> dict[str, str]:
         "compilation_cache_dir": "persistent XLA compilation cache, shareable by runs",
         "distributed": "call jax.distributed.initialize() for multi-host training",
         "skip_corrupt": "skip unreadable image files (reporting how many) instead of failing",
+        "pixel_range": "LO,HI: the range float pixels of npz data must lie in (uint8 is divided "
+        "by 255)",
     }
     for key, value in {**DEFAULTS, **(defaults or {})}.items():
         texts[key] += f" (default: {value})"

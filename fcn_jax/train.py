@@ -222,7 +222,12 @@ def build(config: TrainConfig) -> Setup:
     make the model, buckets, mesh, train loader, optimizer, state and compiled steps."""
     config = config.resolved()
     _setup_jax(config)
-    dataset = load_dataset(config.dataset, config.data_dir, skip_corrupt=config.skip_corrupt)
+    dataset = load_dataset(
+        config.dataset,
+        config.data_dir,
+        skip_corrupt=config.skip_corrupt,
+        pixel_range=config.pixel_bounds(),
+    )
     d = dataset.spatial_dims
     eval_sizes = parse_eval_sizes(config.eval_sizes, d)
     train_size = config.train_size or default_train_size(dataset)

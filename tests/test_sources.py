@@ -140,7 +140,7 @@ def test_npz_channels_and_float_kept(tmp_path):
         test_labels=np.zeros(4, int),
         num_classes=3,
     )
-    ds = load_dataset(spec)
+    ds = load_dataset(spec, pixel_range=(-100.0, 100.0))  # accepted outside [0, 1]
     assert (ds.num_classes, ds.in_channels) == (3, 3)
     np.testing.assert_array_equal(ds.test[1]["image"], tr[1])
 
@@ -181,9 +181,10 @@ def test_npz_variable_shapes(tmp_path_factory, dims, sizes):
         train_labels=np.arange(len(arrays)),
         test_images=_objects(arrays[:1]),
         test_labels=np.array([0]),
+        num_classes=len(arrays) + 1,  # at least 2
     )
     ds = load_dataset(spec)
-    assert ds.spatial_dims == dims and ds.num_classes == len(arrays)
+    assert ds.spatial_dims == dims and ds.num_classes == len(arrays) + 1
     assert [tuple(s) for s in ds.train.sizes()] == shapes
     for i, a in enumerate(arrays):
         np.testing.assert_allclose(ds.train[i]["image"][..., 0], a / 255.0, rtol=1e-6)
@@ -222,6 +223,13 @@ def _with(index, value, shape=(3, 4, 4)):
         ({"test_images": np.zeros((2, 4, 4, 3), np.uint8)}, "train_images have 1 channels"),
         ({"spatial_dims": 3}, "spatial_dims must be 1 or 2"),
         (
+            {"train_images": _with((1, 2, 2), 1000.0)},
+            r"train_images: float pixel values span \[0, 1000\], outside \[0, 1\]: rescale them "
+            r"\(uint8 is divided by 255\) or accept them with --pixel_range=0,1000$",
+        ),
+        ({"train_labels": np.zeros(3, int), "test_labels": np.zeros(2, int)}, "1 class; a "),
+        ({"num_classes": 3, "class_names": np.array(["a", "b"])}, "disagree"),
+        (
             {"train_images": _objects([np.zeros((4, 4)), np.zeros((4, 4, 3)), np.zeros((2, 2))])},
             r"train_images: example 1 has shape \(4, 4, 3\)",
         ),
@@ -232,6 +240,16 @@ def test_npz_bad_data(tmp_path, override, match):
     with pytest.raises(DataError, match=match) as err:
         load_dataset(spec)
     assert "bad.npz" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_npz_class_counts(tmp_path, caplog):
+    """A stated count bounds the labels; an inferred one warns about classes never trained."""
+    spec = _npz_case(tmp_path, class_names=np.array(["a", "b", "c", "d"]))
+    assert load_dataset(spec).num_classes == 4
+    spec = _npz_case(tmp_path, train_labels=np.array([0, 2, 2]), test_labels=np.array([0, 1]))
+    with caplog.at_level("WARNING"):
+        assert load_dataset(spec).num_classes == 3
+    assert "class(es) [1] have no training examples" in caplog.text
 
 
 def test_npz_missing_file(tmp_path):
@@ -293,8 +311,8 @@ def test_folder_hash_split_rgb(tmp_path):
 def test_folder_corrupt_files(tmp_path):
     rng = np.random.default_rng(2)
     for i in range(4):
-        _write(tmp_path / "train" / "x" / f"{i}.png", _gray(rng, 8, 8))
-        _write(tmp_path / "test" / "x" / f"{i}.png", _gray(rng, 8, 8))
+        _write(tmp_path / "train" / "xy"[i % 2] / f"{i}.png", _gray(rng, 8, 8))
+        _write(tmp_path / "test" / "xy"[i % 2] / f"{i}.png", _gray(rng, 8, 8))
     good = _write(tmp_path / "train" / "x" / "t.jpg", _gray(rng, 30, 30)).read_bytes()
     (tmp_path / "train" / "x" / "t.jpg").write_bytes(good[: len(good) // 2])  # truncated
     (tmp_path / "test" / "x" / "z.png").write_bytes(b"not an image")
@@ -321,4 +339,7 @@ def test_folder_empty_and_missing(tmp_path):
     _write(tmp_path / "a" / "x.png", np.zeros((3, 3), np.uint8))
     (tmp_path / "b").mkdir()
     with pytest.raises(DataError, match=r"class folder .*/b has no PNG/JPEG"):
+        load_dataset(f"folder:{tmp_path}")
+    (tmp_path / "b").rmdir()
+    with pytest.raises(DataError, match=r"one class folder \(a\); a classifier needs at least 2$"):
         load_dataset(f"folder:{tmp_path}")

@@ -99,7 +99,13 @@ class Dataset:
     spatial_dims: int
 
 
-def load_dataset(spec: str, data_dir: str | None = None, *, skip_corrupt: bool = False) -> Dataset:
+def load_dataset(
+    spec: str,
+    data_dir: str | None = None,
+    *,
+    skip_corrupt: bool = False,
+    pixel_range: tuple[float, float] = (0.0, 1.0),
+) -> Dataset:
     """Open the dataset named by ``spec`` (see the module docstring).
 
     Args:
@@ -107,11 +113,12 @@ def load_dataset(spec: str, data_dir: str | None = None, *, skip_corrupt: bool =
       data_dir: TFDS data directory (default: TFDS's own default).
       skip_corrupt: folder datasets: leave out unreadable image files (counted in
         ``Source.skipped``, and logged) instead of raising.
+      pixel_range: npz datasets: the range float pixel values must lie in.
     Raises:
       DataError: with a one-line message naming the file, key or dataset at fault.
     """
     if spec.startswith("npz:"):
-        return load_npz(spec[4:])
+        return load_npz(spec[4:], pixel_range)
     if spec.startswith("folder:"):
         return load_folder(spec[7:], skip_corrupt=skip_corrupt)
     return load_tfds(spec, data_dir)
@@ -150,15 +157,17 @@ class ArraySource(Source):
         return [im.shape[:-1] for im in self._images]
 
 
-def load_npz(path: str) -> Dataset:
+def load_npz(path: str, pixel_range: tuple[float, float] = (0.0, 1.0)) -> Dataset:
     """Dataset from an ``.npz`` file.
 
     Keys ``{train,test}_images``: uint8 or float, either one array ``(N, H, W)`` (2-D, C=1),
     ``(N, H, W, C)``, ``(N, L)`` (1-D, C=1), ``(N, L, C)``, or an object array of per-example
     arrays of different shapes (same rules without N). ``(N, L, C)`` and ``(N, H, W)`` look alike:
     an optional ``spatial_dims`` key settles it (default: 3-D arrays are 2-D grayscale).
-    ``{train,test}_labels``: ints in ``[0, num_classes)``; ``num_classes`` is an optional key,
-    else max label + 1. Object arrays are unpickled: only load trusted files.
+    ``{train,test}_labels``: ints in ``[0, num_classes)``; ``num_classes`` or ``class_names``
+    are optional keys, else the count is max label + 1 (a class without training examples is
+    then a warning). Float pixel values must lie in ``pixel_range`` (uint8 is divided by 255).
+    At least 2 classes. Object arrays are unpickled: only load trusted files.
     """
     where = f"npz:{path}"
     if not os.path.isfile(path):
@@ -178,10 +187,11 @@ def load_npz(path: str) -> Dataset:
         dims = int(npz["spatial_dims"]) if "spatial_dims" in npz else None
         if dims not in (None, 1, 2):
             raise DataError(f"{where}: key spatial_dims must be 1 or 2, got {dims}")
-        num_classes = int(npz["num_classes"]) if "num_classes" in npz else None
+        num_classes = _npz_class_count(npz, where)
         splits = {}
         for split in ("train", "test"):
             images, dims_s = _npz_images(npz[f"{split}_images"], dims, f"{where}: {split}_images")
+            _check_range(images, pixel_range, f"{where}: {split}_images")
             labels = _npz_labels(npz[f"{split}_labels"], len(images), num_classes, where, split)
             splits[split] = (images, labels, dims_s)
     (tr_im, tr_lab, tr_dims), (te_im, te_lab, te_dims) = splits["train"], splits["test"]
@@ -192,6 +202,10 @@ def load_npz(path: str) -> Dataset:
         raise DataError(f"{where}: train_images have {c_train} channels, test_images {c_test}")
     if num_classes is None:
         num_classes = int(max(tr_lab.max(), te_lab.max())) + 1
+        if empty := sorted(set(range(num_classes)) - set(tr_lab.tolist())):
+            log.warning("%s: class(es) %s have no training examples", where, empty)
+    if num_classes < 2:
+        raise DataError(f"{where}: {num_classes} class; a classifier needs at least 2")
     return Dataset(
         name=where,
         train=ArraySource(tr_im, tr_lab, tr_dims),
@@ -200,6 +214,35 @@ def load_npz(path: str) -> Dataset:
         in_channels=int(c_train),
         spatial_dims=tr_dims,
     )
+
+
+def _npz_class_count(npz, where: str) -> int | None:
+    """The class count the file states (``num_classes``, ``class_names``), or None."""
+    counts = {}
+    if "num_classes" in npz:
+        counts["num_classes"] = int(npz["num_classes"])
+    if "class_names" in npz:
+        counts["class_names"] = len(npz["class_names"])
+    if len(set(counts.values())) > 1:
+        raise DataError(f"{where}: num_classes and class_names disagree: {counts}")
+    return next(iter(counts.values()), None)
+
+
+def _check_range(images, pixel_range: tuple[float, float], where: str) -> None:
+    """Float pixel values inside ``pixel_range`` (uint8 is always fine)."""
+    floats = [
+        im for im in (images if isinstance(images, list) else [images]) if im.dtype != np.uint8
+    ]
+    if not floats:
+        return
+    lo = min(float(im.min()) for im in floats)
+    hi = max(float(im.max()) for im in floats)
+    if lo < pixel_range[0] or hi > pixel_range[1]:
+        raise DataError(
+            f"{where}: float pixel values span [{lo:g}, {hi:g}], outside "
+            f"[{pixel_range[0]:g}, {pixel_range[1]:g}]: rescale them (uint8 is divided by 255) "
+            f"or accept them with --pixel_range={lo:g},{hi:g}"
+        )
 
 
 def _with_channels(ndim: int, dims: int | None, where: str) -> tuple[int, bool]:
@@ -349,6 +392,8 @@ def load_folder(path: str, *, skip_corrupt: bool = False, num_threads: int = 2) 
                 d = test if _in_test(f.relative_to(root).as_posix()) else train
                 d.setdefault(c, []).append(f)
     names = sorted(train)
+    if len(names) < 2:
+        raise DataError(f"{where}: one class folder ({names[0]}); a classifier needs at least 2")
     files = {
         s: [(f, names.index(c)) for c, fs in d.items() for f in fs]
         for s, d in (("train", train), ("test", test))
