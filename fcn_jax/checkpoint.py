@@ -5,6 +5,7 @@ when complete, so a killed run leaves either a whole checkpoint or none."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
@@ -19,6 +20,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint that exists but cannot be used (unreadable or from another setup)."""
 
 
+class _Unreadable(CheckpointError):
+    """A checkpoint whose files do not restore (truncated, corrupt)."""
+
+
 def _one_line(e: Exception) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
@@ -31,6 +36,7 @@ class Checkpointer:
         """``writer``: the training process, which also removes temporary directories left by
         a killed save (readers must not: a live run may be writing them)."""
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self._writer = writer
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -55,15 +61,39 @@ class Checkpointer:
         self._manager.wait_until_finished()
 
     def restore(self, abstract_state: Any | None = None) -> tuple[Any, dict] | None:
-        """The latest ``(state, meta)``, or None when there is no checkpoint.
+        """The newest ``(state, meta)`` that restores, or None when there is no checkpoint.
 
         With ``abstract_state`` the state is restored into that structure (shapes must match);
-        without, as nested dicts of arrays.
+        without, as nested dicts of arrays. A writer moves a checkpoint that does not restore
+        aside (``STEP.unusable``, logged, never deleted) and falls back to the next older one.
         """
-        step = self.latest_step()
-        if step is None:
-            return None
+        errors = []
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                return self._restore_step(step, abstract_state)
+            except _Unreadable as e:
+                errors.append(str(e))
+                if not self._writer:
+                    raise
+                where = os.path.join(self.directory, str(step))
+                aside, k = f"{where}.unusable", 1
+                while os.path.exists(aside):  # an earlier resume may have moved one already
+                    aside, k = f"{where}.unusable{k + 1}", k + 1
+                os.rename(where, aside)
+                self._manager.reload()
+                logging.warning("%s; moved it to %s, trying the previous one", e, aside)
+        if errors:
+            raise CheckpointError(
+                f"no checkpoint in {self.directory} restores ({errors[0]}): move the directory "
+                "aside to start over, or use a new --workdir"
+            )
+        return None
+
+    def _restore_step(self, step: int, abstract_state: Any | None) -> tuple[Any, dict]:
         where = os.path.join(self.directory, str(step))
+        asyncio_log = logging.getLogger("asyncio")
+        level = asyncio_log.level
+        asyncio_log.setLevel(logging.CRITICAL)  # a failed read logs tracebacks from its tasks
         try:
             restored = self._manager.restore(
                 step,
@@ -73,7 +103,9 @@ class Checkpointer:
                 ),
             )
         except Exception as e:  # orbax raises many types; all mean "this can't be used"
-            raise CheckpointError(f"cannot restore checkpoint {where}: {_one_line(e)}") from e
+            raise _Unreadable(f"cannot restore checkpoint {where}: {_one_line(e)}") from e
+        finally:
+            asyncio_log.setLevel(level)
         if abstract_state is not None:
             want = jax.tree.map(lambda a: (tuple(a.shape), str(a.dtype)), abstract_state)
             got = jax.tree.map(lambda a: (tuple(a.shape), str(a.dtype)), restored.state)

@@ -172,14 +172,26 @@ def test_changed_flags_refuse_to_resume(tfds_dir, tmp_path):
         train_and_evaluate(tiny(tfds_dir, steps=3, width=0.5), str(tmp_path))
 
 
-def test_corrupt_checkpoint_is_an_error(tfds_dir, tmp_path):
-    run(tiny(tfds_dir, steps=3), tmp_path)
-    ckpt = tmp_path / "checkpoints" / "3" / "state"
-    for root, _, files in os.walk(ckpt):
+def _truncate(checkpoint) -> None:
+    for root, _, files in os.walk(checkpoint / "state"):
         for f in files:
-            open(os.path.join(root, f), "wb").close()  # truncate every file
-    with pytest.raises(CheckpointError, match="cannot restore checkpoint"):
-        train_and_evaluate(tiny(tfds_dir, steps=3), str(tmp_path))
+            open(os.path.join(root, f), "wb").close()
+
+
+def test_corrupt_checkpoint_falls_back_or_is_an_error(tfds_dir, tmp_path):
+    """A corrupt newest checkpoint is moved aside and the run resumes from the older one,
+    ending as the uninterrupted run did; with none intact, one line says what to do."""
+    config = tiny(tfds_dir, steps=6)  # checkpoints at steps 3 and 6
+    uninterrupted = run(config, tmp_path)
+    _truncate(tmp_path / "checkpoints" / "6")
+    resumed = train_and_evaluate(config, str(tmp_path))
+    assert resumed["resumed_from_step"] == 3 and (tmp_path / "checkpoints" / "6.unusable").is_dir()
+    for key in ("eval_accuracy", "eval_loss", "test_accuracy", "final_loss", "train_examples"):
+        assert resumed[key] == uninterrupted[key], key
+    for step in ("3", "6"):
+        _truncate(tmp_path / "checkpoints" / step)
+    with pytest.raises(CheckpointError, match=r"^no checkpoint in .* restores \(cannot restore"):
+        train_and_evaluate(config, str(tmp_path))
 
 
 def cli(args, env=None, **kw):
@@ -323,9 +335,10 @@ def test_batch_size_must_split_over_the_devices():
         check_batch_size(3, 8)
 
 
-def test_two_and_four_devices_match_one(tfds_dir, tmp_path):
+def test_four_devices_match_one(tfds_dir, tmp_path):
+    """(Two devices: the comparison test in test_compare.py.)"""
     results = {}
-    for n in (1, 2, 4):
+    for n in (1, 4):
         flags = f"--xla_force_host_platform_device_count={n}"  # n CPU devices, on any machine
         env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
         out = subprocess.run(
@@ -344,13 +357,12 @@ def test_two_and_four_devices_match_one(tfds_dir, tmp_path):
         assert len(evals) == 2 and all(r["examples"] == 18 for r in evals)
         params = np.load(tmp_path / str(n) / "params.npz")
         results[n] = (losses, [params[k] for k in sorted(params.files)], evals)
-    for n in (2, 4):
-        np.testing.assert_allclose(results[1][0], results[n][0], rtol=1e-5)
-        for a, b in zip(results[1][1], results[n][1], strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-        for one, many in zip(results[1][2], results[n][2], strict=True):
-            assert one["accuracy"] == many["accuracy"]
-            np.testing.assert_allclose(one["loss"], many["loss"], rtol=1e-4)
+    np.testing.assert_allclose(results[1][0], results[4][0], rtol=1e-5)
+    for a, b in zip(results[1][1], results[4][1], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    for one, four in zip(results[1][2], results[4][2], strict=True):
+        assert one["accuracy"] == four["accuracy"]
+        np.testing.assert_allclose(one["loss"], four["loss"], rtol=1e-4)
 
 
 def test_bfloat16_canvas_and_bn_recalibration(tfds_dir, tmp_path):
