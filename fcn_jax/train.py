@@ -76,10 +76,8 @@ class NonFiniteLossError(RuntimeError):
 
 def default_train_size(dataset: Dataset) -> str:
     """``native`` for data of varying size, else ``fixed`` at the data's one size."""
-    sizes = dataset.train.sizes()
-    if (sizes == sizes[0]).all():
-        return f"fixed:{size_key(sizes[0])}"
-    return "native"
+    size = dataset.train.common_size()
+    return "native" if size is None else f"fixed:{size_key(size)}"
 
 
 def make_schedule(config: TrainConfig, total_steps: int) -> optax.Schedule:
@@ -350,6 +348,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
     writer = MetricsWriter(workdir, resume_step=start_step)
     meta = {"seed": config.seed, "model_spec": model.spec.to_dict()}
 
+    def seen_so_far() -> dict:
+        """Examples and pixels over the whole run: before a resume plus this loader's."""
+        return {k: seen[k] + loader.tally[k] for k in seen}
+
     def check_finite(step: int) -> None:
         bad = int(jax.tree.unflatten(treedef, leaves)["bad_step"])
         if bad:
@@ -379,17 +381,16 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
             final_loss, window, last_logged = values["loss"], [], step
         if step % config.checkpoint_every == 0 or step == total_steps:
             check_finite(step)
-            total = {k: seen[k] + loader.tally[k] for k in seen}
             saving = time.perf_counter()
             checkpointer.save(
                 step,
                 jax.tree.unflatten(treedef, leaves),
-                {**meta, "step": step, "loader": loader.get_state(), "seen": total},
+                {**meta, "step": step, "loader": loader.get_state(), "seen": seen_so_far()},
             )
             checkpoint_seconds += time.perf_counter() - saving
     progress.close()
     state = jax.block_until_ready(jax.tree.unflatten(treedef, leaves))
-    examples, seen = loader.tally["examples"], {k: seen[k] + loader.tally[k] for k in seen}
+    examples, seen = loader.tally["examples"], seen_so_far()
     compile_seconds = train_step.compile_seconds + loader.compile_seconds
     train_seconds = time.perf_counter() - loop_start - compile_seconds
 

@@ -52,10 +52,10 @@ def device_memory_bytes() -> int:
 def device_data_problem(source: Source, fraction: float) -> str | None:
     """Why ``source`` cannot be held on each device within ``fraction`` of its memory, or
     None when it can (sized as float32, the larger of the two storage types)."""
-    sizes = source.sizes()
-    if not (sizes == sizes[0]).all():
+    size = source.common_size()
+    if size is None:
         return "its examples differ in size (the device path needs one size)"
-    need = len(source) * math.prod(sizes[0]) * source.in_channels * 4
+    need = len(source) * math.prod(size) * source.in_channels * 4
     budget = fraction * device_memory_bytes()
     if need > budget:
         return f"it needs {need / 2**20:.0f} MiB, more than {budget / 2**20:.0f} MiB"
@@ -154,10 +154,9 @@ class DeviceLoader(BatchPlan):
             batch_multiple=batch_multiple,
             augmentation=augmentation,
         )
-        sizes = source.sizes()
-        if not (sizes == sizes[0]).all():
+        self._stored = source.common_size()
+        if self._stored is None:
             raise ValueError("the device loader needs a train split whose examples share a size")
-        self._stored = tuple(int(v) for v in sizes[0])
         images, labels = read_arrays(source)
         self.storage_dtype = images.dtype
         self._mesh = mesh
@@ -165,8 +164,6 @@ class DeviceLoader(BatchPlan):
         self._labels = sharding.replicate(labels, mesh)
         self._resize = self._needs_resize()
         self._steps: dict = {}  # (function, canvas, shapes) -> compiled assembly
-        batches, once = sharding.batch_sharded(mesh), sharding.replicated(mesh)
-        self._out_shardings = {"assemble": batches, "assemble_next": (batches, once)}
         self._next, self._on_device = 0, None  # (epoch, step within it) of the device rows
 
     def _needs_resize(self) -> bool:
@@ -184,9 +181,10 @@ class DeviceLoader(BatchPlan):
         these argument shapes, once each (timed)."""
         key = (fn.__name__, canvas, *(a.shape for a in args))
         if key not in self._steps:
+            batches = sharding.batch_sharded(self._mesh)  # assemble_next also returns j + 1
+            out = (batches, sharding.replicated(self._mesh)) if fn is assemble_next else batches
             jitted = jax.jit(
-                functools.partial(fn, canvas=canvas, resize=self._resize),
-                out_shardings=self._out_shardings[fn.__name__],
+                functools.partial(fn, canvas=canvas, resize=self._resize), out_shardings=out
             )
             start = time.perf_counter()
             self._steps[key] = jitted.lower(self._images, self._labels, *args).compile()
@@ -217,13 +215,14 @@ class DeviceLoader(BatchPlan):
     def __next__(self) -> dict:
         self._start_clock()
         step = self._next
-        canvas = tuple(self.planned(step)[1])
-        self._count(step)
+        epoch, j = self._locate(step)
+        plan = self._plan(epoch)[j]
+        canvas = tuple(plan[1])
+        self._count(plan)
         self._next += 1
         if self._variable_epochs:  # batch sizes vary: this step's rows go up alone
             rows = sharding.replicate(self.rows(step)[1], self._mesh)
             return self._compiled(assemble, canvas, (rows,))(self._images, self._labels, rows)
-        epoch, j = self._locate(step)
         if self._on_device != (epoch, j):  # the first step, a resume or a new epoch
             self._upload(epoch, j, step - j)
         args = (self._epoch_rows, self._j)

@@ -158,7 +158,7 @@ class TrainLoader(BatchPlan):
 
     def __next__(self) -> Batch:
         self._start_clock()
-        self._count(self._next)
+        self._count(self.planned(self._next))
         batch = next(self._iter)
         self._next += 1
         return batch

@@ -232,9 +232,8 @@ class BatchPlan:
         if self._t0 is None:
             self._t0 = time.perf_counter()
 
-    def _count(self, step: int) -> None:
-        """Add global step ``step``'s batch to :attr:`tally`."""
-        plan = self.planned(step)
+    def _count(self, plan: PlannedBatch) -> None:
+        """Add a planned batch to :attr:`tally`."""
         n = len(plan[0])
         self.tally["examples"] += n
         self.tally["pixels"] += int(np.prod(self.example_sizes(plan), -1).sum())

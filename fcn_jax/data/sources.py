@@ -83,6 +83,11 @@ class Source(abc.ABC):
             self._sizes = sizes.reshape(len(self), self.spatial_dims)
         return self._sizes
 
+    def common_size(self) -> tuple[int, ...] | None:
+        """The one spatial size every example has, or None when sizes differ."""
+        sizes = self.sizes()
+        return tuple(int(v) for v in sizes[0]) if (sizes == sizes[0]).all() else None
+
     def _compute_sizes(self):
         return [self[i]["image"].shape[:-1] for i in range(len(self))]
 
