@@ -76,8 +76,10 @@ class NonFiniteLossError(RuntimeError):
 
 def default_train_size(dataset: Dataset) -> str:
     """``native`` for data of varying size, else ``fixed`` at the data's one size."""
-    size = dataset.train.common_size()
-    return "native" if size is None else f"fixed:{size_key(size)}"
+    sizes = dataset.train.sizes()
+    if (sizes == sizes[0]).all():
+        return f"fixed:{size_key(sizes[0])}"
+    return "native"
 
 
 def make_schedule(config: TrainConfig, total_steps: int) -> optax.Schedule:
