@@ -6,6 +6,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from typing import Any
 
 
@@ -57,9 +58,7 @@ class MetricsWriter:
                     line for line in f if line.strip() and json.loads(line)["step"] <= resume_step
                 ]
             write_atomic(self.path, "".join(kept))
-        from tensorboardX import SummaryWriter  # imported late: it is slow to import
-
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
+        self._tb = _EventFile(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
 
     def last(self, kind: str) -> dict[str, Any] | None:
         """The latest record of ``kind`` (e.g. the last train metrics before a resume)."""
@@ -77,10 +76,44 @@ class MetricsWriter:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         suffix = f"/{values['size']}" if "size" in values else ""
-        for key, value in values.items():
-            if isinstance(value, int | float) and math.isfinite(value):
-                self._tb.add_scalar(f"{kind}/{key}{suffix}", value, step)
-        self._tb.flush()
+        scalars = {
+            f"{kind}/{key}{suffix}": value
+            for key, value in values.items()
+            if isinstance(value, int | float) and math.isfinite(value)
+        }
+        self._tb.write(step, scalars)
 
     def close(self) -> None:
         self._tb.close()
+
+
+class _EventFile:
+    """A TensorBoard event file written synchronously: tensorboardX's ``SummaryWriter`` hands
+    events to a background thread, so its ``flush`` can return before they reach the file and
+    a killed run would lose them."""
+
+    def __init__(self, logdir: str, purge_step: int):
+        # Imported late: tensorboardX is slow to import.
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+        os.makedirs(logdir, exist_ok=True)
+        # The name tensorboardX gives has whole seconds: a suffix keeps a quick resume's file apart.
+        suffix = f".{time.time_ns()}"
+        self._writer = EventsWriter(os.path.join(logdir, "events"), filename_suffix=suffix)
+        # TensorBoard drops the earlier files' events from purge_step on (a resumed run).
+        start = SessionLog(status=SessionLog.START)
+        self._writer.write_event(Event(step=purge_step, session_log=start))
+        self._writer.flush()
+
+    def write(self, step: int, scalars: dict[str, float]) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        values = [Summary.Value(tag=tag, simple_value=v) for tag, v in scalars.items()]
+        event = Event(wall_time=time.time(), step=step, summary=Summary(value=values))
+        self._writer.write_event(event)
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
