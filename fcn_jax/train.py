@@ -332,6 +332,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
             "dataset": {
                 "name": dataset.name,
                 "num_classes": dataset.num_classes,
+                "class_names": list(dataset.class_names),
                 "in_channels": dataset.in_channels,
                 "spatial_dims": d,
                 "train_examples": len(dataset.train),

@@ -26,6 +26,7 @@ import importlib
 import logging
 import operator
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ OWN_BUILDERS = {
     "procedural_digits": "fcn_jax.data.procedural_digits",
     "mnist1d": "fcn_jax.data.mnist1d_builder",
 }
+SOURCE_PREFIXES = ("npz:", "folder:")
+_KNOWN_SOURCES = ", ".join(p + "PATH" for p in SOURCE_PREFIXES) + " or a TFDS name"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 FOLDER_TEST_FRACTION = 0.2
 
@@ -94,7 +97,8 @@ class Source(abc.ABC):
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A train and a test source with their shared metadata."""
+    """A train and a test source with their shared metadata; ``class_names`` holds one
+    string per class (the indices as strings where the data names none)."""
 
     name: str
     train: Source
@@ -102,6 +106,13 @@ class Dataset:
     num_classes: int
     in_channels: int
     spatial_dims: int
+    class_names: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        names = tuple(str(n) for n in self.class_names) or tuple(map(str, range(self.num_classes)))
+        if len(names) != self.num_classes:
+            raise DataError(f"{self.name}: {len(names)} class names for {self.num_classes} classes")
+        object.__setattr__(self, "class_names", names)
 
 
 def load_dataset(
@@ -122,11 +133,16 @@ def load_dataset(
     Raises:
       DataError: with a one-line message naming the file, key or dataset at fault.
     """
-    if spec.startswith("npz:"):
-        return load_npz(spec[4:], pixel_range)
-    if spec.startswith("folder:"):
-        return load_folder(spec[7:], skip_corrupt=skip_corrupt)
-    return load_tfds(spec, data_dir)
+    prefix, colon, path = spec.partition(":")
+    if not colon or re.fullmatch(r"[\d*]+(\.[\d*]+)*", path):  # none, or a TFDS version
+        return load_tfds(spec, data_dir)
+    if prefix == "npz":
+        return load_npz(path, pixel_range)
+    if prefix == "folder":
+        return load_folder(path, skip_corrupt=skip_corrupt)
+    raise DataError(
+        f"--dataset={spec}: unknown source prefix {prefix + ':'!r}; known: {_KNOWN_SOURCES}"
+    )
 
 
 def _to_float(image: np.ndarray, where: str) -> np.ndarray:
@@ -193,6 +209,7 @@ def load_npz(path: str, pixel_range: tuple[float, float] = (0.0, 1.0)) -> Datase
         if dims not in (None, 1, 2):
             raise DataError(f"{where}: key spatial_dims must be 1 or 2, got {dims}")
         num_classes = _npz_class_count(npz, where)
+        names = tuple(str(n) for n in npz["class_names"]) if "class_names" in npz else ()
         splits = {}
         for split in ("train", "test"):
             images, dims_s = _npz_images(npz[f"{split}_images"], dims, f"{where}: {split}_images")
@@ -218,6 +235,7 @@ def load_npz(path: str, pixel_range: tuple[float, float] = (0.0, 1.0)) -> Datase
         num_classes=num_classes,
         in_channels=int(c_train),
         spatial_dims=tr_dims,
+        class_names=names,
     )
 
 
@@ -439,7 +457,7 @@ def load_folder(path: str, *, skip_corrupt: bool = False, num_threads: int = 2) 
             channels,
             skipped=sum(f not in good for f, _ in pairs),
         )
-    return Dataset(where, sources["train"], sources["test"], len(names), channels, 2)
+    return Dataset(where, sources["train"], sources["test"], len(names), channels, 2, tuple(names))
 
 
 # --- TFDS ----------------------------------------------------------------------------------
@@ -506,9 +524,7 @@ def _tfds_builder(spec: str, data_dir: str | None):
         names = tfds.list_builders(with_community_datasets=False) + list(OWN_BUILDERS)
         close = difflib.get_close_matches(base, names, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise DataError(
-            f"unknown dataset {spec!r}: not 'npz:PATH', 'folder:PATH' or a TFDS name{hint}"
-        ) from None
+        raise DataError(f"unknown dataset {spec!r}: not {_KNOWN_SOURCES}{hint}") from None
     except ValueError as e:
         configs = [c.name for c in getattr(tfds.builder_cls(base), "BUILDER_CONFIGS", [])]
         if config and config not in configs:
@@ -595,6 +611,7 @@ def load_tfds(spec: str, data_dir: str | None = None) -> Dataset:
         num_classes=int(features[label_key].num_classes),
         in_channels=train.in_channels,
         spatial_dims=train.spatial_dims,
+        class_names=tuple(features[label_key].names),
     )
 
 
