@@ -1,89 +1,50 @@
-"""Examples/second of the training loader under the fixed, mixed and native size policies.
+"""Examples/second of the host (Grain) training loader under fixed, mixed and native sizes.
 
-    python -m benchmarks.loader_throughput [--dataset procedural_digits] [--data_dir DIR]
+    python -m benchmarks.loader_throughput [--dataset=procedural_digits] [--data_dir=DIR]
+        [--policies=fixed:32,mixed:16-64:8,mixed:16-64:8:scale,native] [--batch_size=128]
 
-Prints one row per policy. ``measure_loader`` returns the same numbers for other benchmarks.
+Each loader is the training loop's (``fcn_jax.train.build``, ``--input_pipeline=grain``).
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
-from fcn_jax.data import TrainLoader, load_dataset, parse_size_policy, resolve_buckets
-from fcn_jax.data.sources import Source
+from absl import app, flags
 
-DEFAULT_POLICIES = ("fixed:32", "mixed:16-64:8", "mixed:16-64:8:scale", "native")
+from fcn_jax.config import TrainConfig
+from fcn_jax.train import build
 
-
-def measure_loader(
-    source: Source,
-    policy: str,
-    *,
-    batch_size: int = 128,
-    steps: int = 50,
-    warmup: int = 5,
-    buckets: str | None = None,
-    min_size: tuple[int, ...] | None = None,
-    num_threads: int = 2,
-    seed: int = 0,
-) -> dict:
-    """Time ``steps`` batches (after ``warmup``) of a fresh ``TrainLoader`` over ``source``.
-
-    Returns:
-      ``{"policy", "examples_per_second", "batches_per_second", "examples", "seconds",
-      "num_buckets", "padding_efficiency"}``.
-    """
-    parsed = parse_size_policy(policy, source.spatial_dims)
-    bucket_set = resolve_buckets(buckets, parsed, source.sizes(), min_size=min_size)
-    loader = TrainLoader(
-        source, parsed, bucket_set, batch_size, seed, min_size=min_size, num_threads=num_threads
-    )
-    for _ in range(warmup):
-        next(loader)
-    examples, start = 0, time.perf_counter()
-    for _ in range(steps):
-        examples += len(next(loader)["label"])
-    seconds = time.perf_counter() - start
-    return {
-        "policy": policy,
-        "examples_per_second": examples / seconds,
-        "batches_per_second": steps / seconds,
-        "examples": examples,
-        "seconds": seconds,
-        "num_buckets": len(bucket_set),
-        "padding_efficiency": loader.padding_efficiency,
-    }
+flags.DEFINE_string("dataset", "procedural_digits", "dataset")
+flags.DEFINE_string("data_dir", None, "TFDS data directory")
+flags.DEFINE_list("policies", "fixed:32,mixed:16-64:8,mixed:16-64:8:scale,native", "policies")
+flags.DEFINE_integer("batch_size", 128, "batch size")
+flags.DEFINE_integer("steps", 50, "batches timed (after 5 untimed)")
+flags.DEFINE_integer("worker_count", 0, "worker processes (0: two threads)")
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="procedural_digits")
-    parser.add_argument("--data_dir", default=None)
-    parser.add_argument("--policies", nargs="+", default=list(DEFAULT_POLICIES))
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--num_threads", type=int, default=2)
-    args = parser.parse_args(argv)
-
-    t = time.perf_counter()
-    ds = load_dataset(args.dataset, args.data_dir)
-    ds.train.sizes()  # decode once so the first policy's timing excludes it
-    print(f"{ds.name}: {len(ds.train)} train examples, ready in {time.perf_counter() - t:.1f}s")
+def main(argv) -> None:
+    del argv
+    f = flags.FLAGS
     print(f"{'policy':<22} {'examples/s':>11} {'batches/s':>10} {'buckets':>8} {'pad eff':>8}")
-    for policy in args.policies:
-        r = measure_loader(
-            ds.train,
-            policy,
-            batch_size=args.batch_size,
-            steps=args.steps,
-            num_threads=args.num_threads,
+    for policy in f.policies:
+        fields = dict(dataset=f.dataset, data_dir=f.data_dir, worker_count=f.worker_count)
+        setup = build(
+            TrainConfig(
+                **fields, train_size=policy, batch_size=f.batch_size, input_pipeline="grain"
+            )
         )
+        for _ in range(5):
+            next(setup.loader)
+        examples, start = 0, time.perf_counter()
+        for _ in range(f.steps):
+            examples += len(next(setup.loader)["label"])
+        seconds = time.perf_counter() - start
         print(
-            f"{policy:<22} {r['examples_per_second']:>11.0f} {r['batches_per_second']:>10.1f} "
-            f"{r['num_buckets']:>8d} {r['padding_efficiency']:>8.3f}"
+            f"{policy:<22} {examples / seconds:>11.0f} {f.steps / seconds:>10.1f} "
+            f"{len(setup.buckets):>8d} {setup.loader.padding_efficiency:>8.3f}"
         )
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

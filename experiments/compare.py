@@ -9,7 +9,8 @@ of test sizes, with the same number of training examples per policy.
 Every flag of experiments.train passes through (except --train_size, which each policy sets);
 the defaults differ where a comparison must stay short (about 5 minutes on a 2-core CPU).
 Writes WORKDIR/report.md, compare.json, accuracy_vs_size.png and heatmaps.png; each run is an
-ordinary training workdir WORKDIR/runs/<policy>-seed<k>/, reused when already finished.
+ordinary training workdir WORKDIR/runs/<policy>-seed<k>/, reused when already finished with
+the same results-relevant flags. The dataset is opened once, for every run.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from absl import app, flags
 
 from experiments.flags import config_from_flags, define_flags, run_cleanly
 from fcn_jax.checkpoint import CheckpointError
-from fcn_jax.compare import (
+from fcn_jax.config import TrainConfig, field_help
+from fcn_jax.runs.compare import (
     DEFAULT_DATASET,
     DEFAULT_EVAL_EXAMPLES,
     POLICIES,
@@ -28,7 +30,6 @@ from fcn_jax.compare import (
     CompareConfig,
     run_comparison,
 )
-from fcn_jax.config import TrainConfig, field_help
 from fcn_jax.train import NonFiniteLossError
 
 define_flags(TrainConfig, field_help(TRAIN_DEFAULTS))

@@ -1,14 +1,19 @@
 """Export a trained run to one file that classifies inputs of any size (needs only jax to run).
 
 python -m experiments.export --workdir=RUN --out=model.fcnx [--class_names=a,b,...]
+python -m experiments.export --workdir=RUN --out=padded.fcnx --with_sizes
+
+The default file is called as ``f(x)``; ``--with_sizes`` writes ``f(x, sizes)`` for batches of
+examples of different sizes zero-padded to one array (see ``fcn_jax/export.py``).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app, flags
+
+from experiments.flags import run_cleanly
 
 WORKDIR = flags.DEFINE_string(
     "workdir", None, "Training run directory (config.json + checkpoints)."
@@ -20,6 +25,12 @@ CLASS_NAMES = flags.DEFINE_list(
 PLATFORMS = flags.DEFINE_list(
     "platforms", ["cpu", "cuda", "tpu"], "Platforms the artifact is lowered for."
 )
+WITH_SIZES = flags.DEFINE_boolean(
+    "with_sizes",
+    False,
+    "Export f(x, sizes) for zero-padded batches (sizes: (B, D) int32 true extents) instead of "
+    "f(x); each row then gets the result of its example run alone.",
+)
 
 
 def main(argv: list[str]) -> None:
@@ -27,21 +38,22 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not WORKDIR.value or not OUT.value:
         raise app.UsageError("--workdir and --out are required")
-    from fcn_jax.export import export_model, restore_run, run_class_names
+    from fcn_jax import export
+    from fcn_jax.checkpoint import restore_run, run_class_names
+    from fcn_jax.sizes import format_size
 
-    try:
-        model = restore_run(WORKDIR.value)
-        names = CLASS_NAMES.value or run_class_names(WORKDIR.value)
-        path = export_model(model, OUT.value, class_names=names, platforms=PLATFORMS.value)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    model = restore_run(WORKDIR.value)
+    names = CLASS_NAMES.value or run_class_names(WORKDIR.value)
+    path = export.export_model(
+        model, OUT.value, class_names=names, platforms=PLATFORMS.value, with_sizes=WITH_SIZES.value
+    )
     size = os.path.getsize(path)
     print(
         f"exported {model.spec.name} ({model.spec.num_classes} classes, min size "
-        f"{'x'.join(map(str, model.min_size))}) to {path} ({size / 1024:.1f} KiB)"
+        f"{format_size(model.min_size)}) to {path} ({size / 1024:.1f} KiB), called as "
+        + export.call_signature(export.read_artifact(path)[0])
     )
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(run_cleanly(main, (ValueError,)))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging as logging_std
 import sys
-import typing
 from collections.abc import Callable
 
 from absl import flags
@@ -15,18 +14,17 @@ from absl import logging as absl_logging
 def define_flags(config_cls, help_texts: dict[str, str]) -> None:
     """One absl flag per dataclass field, typed after the field (``X | None`` → optional), with
     the field's default (None: unset, filled later by ``resolved``)."""
-    hints = typing.get_type_hints(config_cls)
+    from fcn_jax.config import field_types
+
+    types = field_types()
     for field in dataclasses.fields(config_cls):
-        default = field.default
-        kind = hints[field.name]
-        base = [t for t in typing.get_args(kind) if t is not type(None)] or [kind]
         define = {
             bool: flags.DEFINE_boolean,
             int: flags.DEFINE_integer,
             float: flags.DEFINE_float,
             str: flags.DEFINE_string,
-        }[base[0]]
-        define(field.name, default, help_texts.get(field.name, field.name))
+        }[types[field.name][0]]
+        define(field.name, field.default, help_texts.get(field.name, field.name))
 
 
 def config_from_flags(config_cls):

@@ -9,20 +9,25 @@
 
 A grid file is JSON ({"model": ["seed", "allcnn"], "train_size": ["fixed:28", "mixed:16-56:20"]})
 or Python defining GRID = {...}. Every other experiments.train flag is a base flag given to all
-runs. Runs live in WORKDIR/runs/<name>/; finished ones are skipped; a failed one leaves
-error.txt and makes the exit status 1. Results: WORKDIR/results.csv and results.png.
+runs. Runs live in WORKDIR/runs/<name>/; a finished one is reused when it was run with the
+same results-relevant flags (bookkeeping such as --log_every may differ), else re-evaluated
+or refused by training (by this command, for Slurm); a failed one leaves error.txt and makes
+the exit status 1. Results: WORKDIR/results.csv and results.png.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import shlex
 import sys
 
 from absl import app, flags
 
 from experiments.flags import define_flags, run_cleanly
-from fcn_jax import sweep
 from fcn_jax.config import TrainConfig, field_help
+from fcn_jax.runs import grid as grids
+from fcn_jax.runs import launch, sweep, sweep_results
 
 define_flags(TrainConfig, field_help())
 flags.DEFINE_string("workdir", "runs/sweep", "sweep directory: runs, results.csv, results.png")
@@ -36,6 +41,8 @@ flags.DEFINE_multi_string("sbatch", [], "slurm: an extra #SBATCH directive, e.g.
 flags.DEFINE_string("python", sys.executable, "Python interpreter of the runs")
 
 ERRORS = (ValueError, FileNotFoundError)
+# Every run is `--python -m experiments.train`, started in the project root: this checkout's.
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def base_flags() -> dict:
@@ -44,33 +51,42 @@ def base_flags() -> dict:
     return {x.name: f[x.name].value for x in dataclasses.fields(TrainConfig) if f[x.name].present}
 
 
+def submit(runs, launch_kw: dict) -> int:
+    """Write the Slurm array script and submit it where sbatch is found."""
+    f = flags.FLAGS
+    workdir = shlex.quote(os.path.abspath(f.workdir))
+    then = f"python -m experiments.sweep --workdir={workdir} --aggregate_only"
+    path = sweep.write_slurm(runs, f.workdir, directives=f.sbatch, then=then, **launch_kw)
+    print(f"wrote {path} (one array task per run)")
+    if launch.submit_slurm(path):
+        print(
+            f"aggregate later: python -m experiments.sweep --workdir={f.workdir} "
+            + "--aggregate_only"
+        )
+    return 0
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
     if not f.aggregate_only:
-        grids = [sweep.load_grid_file(f.grid)] if f.grid else []
-        grid = sweep.merge_grids(*grids, sweep.parse_set(f.set))
+        files = [grids.load_grid_file(f.grid)] if f.grid else []
+        grid = grids.merge_grids(*files, grids.parse_set(f.set))
         try:
             seeds = [int(s) for s in f.seeds]
         except ValueError:
             raise ValueError(f"--seeds={','.join(f.seeds)}: expected integers") from None
-        base = sweep.with_shared_cache(base_flags(), grid, f.workdir)
-        runs = sweep.plan_runs(grid, seeds, base)
+        base = grids.with_shared_cache(base_flags(), grid, f.workdir)
+        runs = grids.plan_runs(grid, seeds, base)
         command = ["python", "-m", "experiments.sweep", *sys.argv[1:]]
         sweep.prepare(f.workdir, runs, grid, seeds, base, command)
         print(f"{len(runs)} runs in {f.workdir}/runs")
+        launch_kw = dict(command=[f.python, "-m", "experiments.train"], cwd=PROJECT_ROOT)
         if f.launcher == "slurm":
-            path = sweep.write_slurm(runs, f.workdir, python=f.python, directives=f.sbatch)
-            print(f"wrote {path} (one array task per run)")
-            if sweep.submit_slurm(path):
-                print(
-                    f"aggregate later: python -m experiments.sweep --workdir={f.workdir} "
-                    "--aggregate_only"
-                )
-            return 0
-        sweep.run_local(runs, f.workdir, max_parallel=f.max_parallel, python=f.python)
-    rows = sweep.aggregate(f.workdir)
+            return submit(runs, launch_kw)
+        sweep.run_local(runs, f.workdir, max_parallel=f.max_parallel, **launch_kw)
+    rows = sweep_results.aggregate(f.workdir)
     return 1 if any(r["status"] == "failed" for r in rows) else 0
 
 

@@ -1,4 +1,5 @@
-"""Class activation maps: reading images, CAM overlays, prediction on files, pointing game.
+"""Class activation maps: CAM overlays and the pointing game (prediction on image files is in
+:mod:`fcn_jax.predict`).
 
 The class map ``(h', w', K)`` of an FCN is the input to its global pooling; cell ``p`` of an
 axis with class-map extent ``n'`` and input extent ``n`` is centered on input coordinate
@@ -11,12 +12,11 @@ Pure numpy + PIL + matplotlib colormaps (no pyplot); training's evaluation can c
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 # --- localization metric -------------------------------------------------------------------
 
@@ -73,24 +73,6 @@ def pointing_game(cmap, out_sizes, labels, bboxes, in_sizes, tolerance: float = 
 # --- images and overlays -------------------------------------------------------------------
 
 
-def load_image(path: str, channels: int) -> np.ndarray:
-    """Read a PNG/JPEG (any mode) as (H, W, channels) float32 in [0, 1].
-
-    ``channels`` 1 converts to grayscale (``L``), 3 to ``RGB``. ``ValueError`` naming the file
-    when it cannot be read.
-    """
-    modes = {1: "L", 3: "RGB"}
-    if channels not in modes:
-        raise ValueError(f"image files can feed 1- or 3-channel models, not {channels} channels")
-    try:
-        with Image.open(path) as im:
-            array = np.asarray(im.convert(modes[channels]), np.float32) / 255.0
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        reason = "not a readable image" if isinstance(e, UnidentifiedImageError) else str(e)
-        raise ValueError(f"cannot read image {path}: {reason}") from None
-    return array.reshape(*array.shape[:2], channels)
-
-
 def resize_map(values: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Bilinear resize of a 2-D float map to ``size`` (H, W), half-pixel centers (PIL)."""
     im = Image.fromarray(np.ascontiguousarray(values, np.float32), mode="F")
@@ -129,105 +111,3 @@ def save_png(array: np.ndarray, path: str) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     Image.fromarray(array).save(tmp, format="PNG")
     os.replace(tmp, path)
-
-
-# --- prediction on files -------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Prediction:
-    """One file's result: ``top`` [(class index, class name, probability)], best first;
-    ``size`` the image's (H, W); ``resized_to`` the size it was raised to when below the
-    model's minimum; ``overlay`` the CAM file written; ``error`` a one-line message instead."""
-
-    path: str
-    size: tuple[int, ...] = ()
-    top: list[tuple[int, str, float]] = dataclasses.field(default_factory=list)
-    resized_to: tuple[int, ...] | None = None
-    overlay: str | None = None
-    error: str | None = None
-
-    def format(self) -> str:
-        """Printable lines: the file and size, then one ``rank. name  probability`` per class."""
-        if self.error:
-            return f"error: {self.error}"
-        size = "x".join(map(str, self.size))
-        note = f", resized to {'x'.join(map(str, self.resized_to))}" if self.resized_to else ""
-        lines = [f"{self.path} ({size}{note}):"]
-        lines += [f"  {r}. {name:<12s} {p:.4f}" for r, (_, name, p) in enumerate(self.top, 1)]
-        if self.overlay:
-            lines.append(f"  cam: {self.overlay}")
-        return "\n".join(lines)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis, in float64."""
-    z = np.asarray(logits, np.float64)
-    z = np.exp(z - z.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
-
-
-def _fit_min_size(image: np.ndarray, min_size: Sequence[int]) -> np.ndarray:
-    """Upsize (bilinear) only the axes below ``min_size``, as the eval loader does."""
-    target = tuple(max(s, m) for s, m in zip(image.shape[:2], min_size))
-    if target == image.shape[:2]:
-        return image
-    return np.stack([resize_map(image[..., c], target) for c in range(image.shape[-1])], -1)
-
-
-def predict_file(predictor, path: str, top_k: int = 3, overlay: str | None = None) -> Prediction:
-    """Classify one image file at its own size (axes below ``min_size`` are upsized first).
-
-    ``predictor`` is an :class:`fcn_jax.export.ExportedModel` (or anything with its
-    ``in_channels``, ``spatial_dims``, ``min_size``, ``class_names``, and ``__call__`` returning
-    ``{"logits": (1, K), "class_map": (1, h', w', K)}``). With ``overlay`` (a PNG path), writes
-    the predicted class's CAM overlay there, at the image's own H×W. Raises ``ValueError`` (one
-    line, naming the file) for an unreadable image.
-    """
-    if predictor.spatial_dims != 2:
-        raise ValueError(f"image files need a 2-D model; this one is {predictor.spatial_dims}-D")
-    image = load_image(path, predictor.in_channels)
-    x = _fit_min_size(image, predictor.min_size)
-    out = predictor(x[None])
-    probs = softmax(out["logits"][0])
-    names = predictor.class_names or [str(k) for k in range(len(probs))]
-    order = np.argsort(-probs, kind="stable")[: max(1, top_k)]
-    top = [(int(k), str(names[k]), float(probs[k])) for k in order]
-    pred = Prediction(path, tuple(image.shape[:2]), top)
-    if x.shape != image.shape:
-        pred.resized_to = tuple(x.shape[:2])
-    if overlay is not None:
-        save_png(cam_overlay(image, out["class_map"][0, ..., order[0]]), overlay)
-        pred.overlay = overlay
-    return pred
-
-
-def overlay_paths(paths: Sequence[str], cam_dir: str) -> list[str]:
-    """``cam_dir/<stem>.cam.png`` per input, with ``-2``, ``-3``... when stems repeat."""
-    out, used = [], set()
-    for path in paths:
-        stem = os.path.splitext(os.path.basename(path))[0]
-        name, n = stem, 1
-        while name in used:
-            n += 1
-            name = f"{stem}-{n}"
-        used.add(name)
-        out.append(os.path.join(cam_dir, f"{name}.cam.png"))
-    return out
-
-
-def predict_files(
-    predictor, paths: Sequence[str], top_k: int = 3, cam_dir: str | None = None
-) -> list[Prediction]:
-    """:func:`predict_file` for each path, one at a time at its own size, overlays (if
-    ``cam_dir``) named by :func:`overlay_paths`. A file that fails gets a :class:`Prediction`
-    with ``error`` set; the others still run."""
-    overlays = overlay_paths(paths, cam_dir) if cam_dir is not None else [None] * len(paths)
-    results = []
-    for path, overlay in zip(paths, overlays):
-        try:
-            results.append(predict_file(predictor, path, top_k, overlay))
-        except ValueError as e:
-            message = str(e) if path in str(e) else f"{path}: {e}"
-            results.append(Prediction(path, error=message))
-    return results

@@ -13,7 +13,8 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from fcn_jax.models import FCN, ModelSpec, build_model
+from fcn_jax.models import FCN, ModelSpec
+from fcn_jax.models.presets import abstract_model
 
 
 class CheckpointError(RuntimeError):
@@ -133,7 +134,7 @@ def restore_model(workdir: str) -> FCN:
     restored = Checkpointer(workdir).restore()
     if restored is None:
         raise CheckpointError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}")
-    model = build_model(spec)
+    model = abstract_model(spec)  # every variable is overwritten: no initializer to compile
     for collection, values in (
         (nnx.Param, restored[0]["params"]),
         (nnx.Not(nnx.Param), restored[0]["rest"]),
@@ -146,3 +147,29 @@ def restore_model(workdir: str) -> FCN:
         nnx.update(model, state)
     model.eval()
     return model
+
+
+def restore_run(workdir: str):
+    """The trained model of a run directory, via :func:`restore_model` (eval mode).
+    ``ValueError`` with a one-line message when the directory is missing, is not a run, or
+    holds no checkpoint."""
+    if not os.path.isdir(workdir):
+        raise ValueError(f"run directory {workdir!r} does not exist")
+    if not os.path.isfile(os.path.join(workdir, "config.json")):
+        raise ValueError(f"{workdir!r} is not a training run directory (no config.json)")
+    try:
+        return restore_model(workdir)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:  # RuntimeError: CheckpointError
+        raise ValueError(f"cannot restore a model from {workdir!r}: {e}") from None
+
+
+def run_class_names(workdir: str) -> list[str] | None:
+    """Class names recorded in a run's ``config.json`` (``class_names`` at the top or under
+    ``dataset``), if any; None otherwise (predictions then name classes by index)."""
+    try:
+        with open(os.path.join(workdir, "config.json")) as f:
+            config = json.load(f)
+        names = config.get("class_names") or config.get("dataset", {}).get("class_names")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return [str(n) for n in names] if isinstance(names, list) else None

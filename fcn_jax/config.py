@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import re
+import typing
 
 from fcn_jax.models import PRESETS
+from fcn_jax.sizes import Size, format_size, parse_size
 
 # Test sizes that include the 28×16 'production' image of the original discussion.
 DEFAULT_EVAL_SIZES_2D = "grid:16,28,40,56"
@@ -32,9 +33,15 @@ DEFAULTS = {
 LENGTH_FIELDS = ("steps", "epochs")
 
 
+def _field(default, help: str, *, resumable: bool = False, affects_results: bool = True):
+    """A config field with its flag help and roles (see :func:`fields_where`)."""
+    roles = {"help": help, "resumable": resumable, "affects_results": affects_results}
+    return dataclasses.field(default=default, metadata=roles)
+
+
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything a training run needs. Field docs double as the flag help text.
+    """Everything a training run needs. Each field carries its flag help and its roles.
 
     A field left None is *unset*: :meth:`resolved` fills it from the recipe (``--recipe``),
     then from the caller's defaults (e.g. a comparison's), then from :data:`DEFAULTS`; fields
@@ -42,46 +49,204 @@ class TrainConfig:
     data's or no augmentation).
     """
 
-    dataset: str = "procedural_digits"
-    data_dir: str | None = None
-    recipe: str | None = None
-    model: str | None = None
-    width: float | None = None
-    depth: int | None = None
-    norm: str | None = None
-    pool: str | None = None
-    train_size: str | None = None
-    buckets: str | None = None
-    zoom: str | None = None
-    translate: float | None = None
-    eval_sizes: str | None = None
-    eval_mode: str = "resize"
-    eval_examples: int | None = 2000
-    eval_batch_size: int = 250
-    recalibrate_bn: bool | None = None
-    epochs: float | None = None
-    steps: int | None = None
-    batch_size: int | None = None
-    optimizer: str | None = None
-    learning_rate: float | None = None
-    schedule: str | None = None
-    warmup_steps: int | None = None
-    weight_decay: float | None = None
-    label_smoothing: float | None = None
-    seed: int = 0
-    precision: str = "float32"
-    matmul_precision: str = "auto"
-    conv_grad: str = "auto"
-    input_pipeline: str = "auto"
-    device_data_fraction: float = 0.25
-    worker_count: int = 0
-    checkpoint_every: int = 500
-    log_every: int = 100
-    precompile: bool = False
-    compilation_cache_dir: str | None = None
-    distributed: bool = False
-    skip_corrupt: bool = False
-    pixel_range: str = "0,1"
+    dataset: str = _field(
+        "procedural_digits",
+        "procedural_digits[/CONFIG], mnist1d[/CONFIG], a TFDS name (mnist, "
+        "cifar10, ...), npz:PATH, folder:PATH or idx:DIR",
+    )
+    data_dir: str | None = _field(
+        None,
+        "TFDS data directory (default: TFDS's own, ~/tensorflow_datasets)",
+        resumable=True,
+        affects_results=False,
+    )
+    recipe: str | None = _field(
+        None,
+        "tuned defaults, one of {recipes}: they fill every flag not given "
+        "(see fcn_jax/recipes.py); config.json records the resolved values",
+    )
+    model: str | None = _field(
+        None,
+        "model preset: one of {presets}",
+    )
+    width: float | None = _field(
+        None,
+        "channel-width multiplier of the preset",
+    )
+    depth: int | None = _field(
+        None,
+        "number of stages/blocks of the preset (default: the preset's)",
+    )
+    norm: str | None = _field(
+        None,
+        "normalization after each conv: batch or group (default: the preset's)",
+    )
+    pool: str | None = _field(
+        None,
+        "global pooling: avg or max",
+    )
+    train_size: str | None = _field(
+        None,
+        "size policy: fixed:HxW | fixed:N | mixed_step:LO-HI[:STEP][:scale] (one "
+        "size per step; alias mixed:) | mixed_example:LO-HI[:log][:aspect=R] (one size per "
+        "example, packed into --buckets) | native (default: native for datasets of varying "
+        "size, else fixed at the data's size)",
+    )
+    buckets: str | None = _field(
+        None,
+        "batch shapes of the native and mixed_example policies: auto:K (at most K "
+        "compiles; default auto:8) or a list like 32x32,48x64",
+    )
+    zoom: str | None = _field(
+        None,
+        "augmentation: content scaled by a factor drawn log-uniformly from LO-HI "
+        "(e.g. 0.7-1.2) within its canvas (default: none)",
+    )
+    translate: float | None = _field(
+        None,
+        "augmentation: content shifted by up to this fraction of the canvas per axis (0 to 0.5)",
+    )
+    eval_sizes: str | None = _field(
+        None,
+        "test sizes: a list like 28,28x16,40 or grid:16,28,40 (every HxW pair); "
+        "default {eval_2d} in 2-D, {eval_1d} in 1-D",
+        resumable=True,
+    )
+    eval_mode: str = _field(
+        "resize",
+        "resize: rescale the content to each test size; canvas: keep its scale "
+        "and pad or crop to the canvas",
+        resumable=True,
+    )
+    eval_examples: int | None = _field(
+        2000,
+        "test examples used per test size (all when 0)",
+        resumable=True,
+    )
+    eval_batch_size: int = _field(
+        250,
+        "evaluation batch size",
+        resumable=True,
+        affects_results=False,
+    )
+    recalibrate_bn: bool | None = _field(
+        None,
+        "re-estimate BatchNorm statistics at each test size before testing",
+        resumable=True,
+    )
+    epochs: float | None = _field(
+        None,
+        "training length in epochs (instead of --steps)",
+    )
+    steps: int | None = _field(
+        None,
+        "training length in steps",
+    )
+    batch_size: int | None = _field(
+        None,
+        "global batch size (the base size with mixed:...:scale)",
+    )
+    optimizer: str | None = _field(
+        None,
+        "adamw or sgd (with Nesterov momentum 0.9)",
+    )
+    learning_rate: float | None = _field(
+        None,
+        "peak learning rate",
+    )
+    schedule: str | None = _field(
+        None,
+        "constant, cosine (decay to 0) or warmup_cosine",
+    )
+    warmup_steps: int | None = _field(
+        None,
+        "linear warm-up steps of warmup_cosine",
+    )
+    weight_decay: float | None = _field(
+        None,
+        "decoupled weight decay (adamw) or L2 (sgd)",
+    )
+    label_smoothing: float | None = _field(
+        None,
+        "label smoothing of the cross-entropy",
+    )
+    seed: int = _field(
+        0,
+        "seed for parameters and the data order",
+    )
+    precision: str = _field(
+        "float32",
+        "float32 or bfloat16 computation (parameters stay float32)",
+    )
+    matmul_precision: str = _field(
+        "auto",
+        "precision of float32 convolutions and matmuls on GPU/TPU: highest "
+        "(exact: padded = alone within 1e-5), high or default (TF32 on GPU: 2-3x faster, ~1e-3 "
+        "relative); auto: highest for float32 runs with padded batches (native, "
+        "mixed_example), else default",
+    )
+    conv_grad: str = _field(
+        "auto",
+        "input gradient of strided convolutions: custom (no zero-stuffing), "
+        "autodiff (XLA's own) or auto (custom on CPU and GPU, where it measured faster; "
+        "autodiff on TPU)",
+        resumable=True,
+    )
+    input_pipeline: str = _field(
+        "auto",
+        "device: the train split lives on the devices and batches are built "
+        "there in jit; grain: host threads; auto: device when the split has one size and fits "
+        "in --device_data_fraction of a device's memory",
+        resumable=True,
+    )
+    device_data_fraction: float = _field(
+        0.25,
+        "share of one device's memory the train split may take on the device path",
+        resumable=True,
+    )
+    worker_count: int = _field(
+        0,
+        "grain pipeline: build batches in this many processes (0: threads of this process)",
+        resumable=True,
+    )
+    checkpoint_every: int = _field(
+        500,
+        "save a checkpoint every this many steps (and at the end)",
+        resumable=True,
+        affects_results=False,
+    )
+    log_every: int = _field(
+        100,
+        "log metrics every this many steps",
+        resumable=True,
+        affects_results=False,
+    )
+    precompile: bool = _field(
+        False,
+        "compile every declared bucket ahead of time before training",
+        resumable=True,
+        affects_results=False,
+    )
+    compilation_cache_dir: str | None = _field(
+        None,
+        "persistent XLA compilation cache, shareable by runs",
+        resumable=True,
+        affects_results=False,
+    )
+    distributed: bool = _field(
+        False,
+        "call jax.distributed.initialize() for multi-host training",
+        resumable=True,
+        affects_results=False,
+    )
+    skip_corrupt: bool = _field(
+        False,
+        "skip unreadable image files (reporting how many) instead of failing",
+    )
+    pixel_range: str = _field(
+        "0,1",
+        "LO,HI: the range float pixels of npz data must lie in (uint8 is divided by 255)",
+    )
 
     def resolved(self, defaults: dict | None = None) -> TrainConfig:
         """A validated copy with every unset field filled: the recipe's value, else
@@ -200,101 +365,53 @@ def field_help(defaults: dict | None = None) -> dict[str, str]:
     the value an unset field takes (``defaults`` over :data:`DEFAULTS`)."""
     from fcn_jax.recipes import RECIPES
 
-    texts = {
-        "dataset": "procedural_digits[/CONFIG], mnist1d[/CONFIG], a TFDS name (mnist, "
-        "cifar10, ...), npz:PATH or folder:PATH",
-        "data_dir": "TFDS data directory (default: TFDS's own, ~/tensorflow_datasets)",
-        "recipe": f"tuned defaults, one of {sorted(RECIPES)}: they fill every flag not given "
-        "(see fcn_jax/recipes.py); config.json records the resolved values",
-        "model": f"model preset: one of {sorted(PRESETS)}",
-        "width": "channel-width multiplier of the preset",
-        "depth": "number of stages/blocks of the preset (default: the preset's)",
-        "norm": "normalization after each conv: batch or group (default: the preset's)",
-        "pool": "global pooling: avg or max",
-        "train_size": "size policy: fixed:HxW | fixed:N | mixed_step:LO-HI[:STEP][:scale] (one "
-        "size per step; alias mixed:) | mixed_example:LO-HI[:log][:aspect=R] (one size per "
-        "example, packed into --buckets) | native (default: native for datasets of varying "
-        "size, else fixed at the data's size)",
-        "buckets": "batch shapes of the native and mixed_example policies: auto:K (at most K "
-        "compiles; default auto:8) or a list like 32x32,48x64",
-        "zoom": "augmentation: content scaled by a factor drawn log-uniformly from LO-HI "
-        "(e.g. 0.7-1.2) within its canvas (default: none)",
-        "translate": "augmentation: content shifted by up to this fraction of the canvas per "
-        "axis (0 to 0.5)",
-        "eval_sizes": "test sizes: a list like 28,28x16,40 or grid:16,28,40 (every HxW pair); "
-        f"default {DEFAULT_EVAL_SIZES_2D} in 2-D, {DEFAULT_EVAL_SIZES_1D} in 1-D",
-        "eval_mode": "resize: rescale the content to each test size; canvas: keep its scale "
-        "and pad or crop to the canvas",
-        "eval_examples": "test examples used per test size (all when 0)",
-        "eval_batch_size": "evaluation batch size",
-        "recalibrate_bn": "re-estimate BatchNorm statistics at each test size before testing",
-        "epochs": "training length in epochs (instead of --steps)",
-        "steps": "training length in steps",
-        "batch_size": "global batch size (the base size with mixed:...:scale)",
-        "optimizer": "adamw or sgd (with Nesterov momentum 0.9)",
-        "learning_rate": "peak learning rate",
-        "schedule": "constant, cosine (decay to 0) or warmup_cosine",
-        "warmup_steps": "linear warm-up steps of warmup_cosine",
-        "weight_decay": "decoupled weight decay (adamw) or L2 (sgd)",
-        "label_smoothing": "label smoothing of the cross-entropy",
-        "seed": "seed for parameters and the data order",
-        "precision": "float32 or bfloat16 computation (parameters stay float32)",
-        "matmul_precision": "precision of float32 convolutions and matmuls on GPU/TPU: highest "
-        "(exact: padded = alone within 1e-5), high or default (TF32 on GPU: 2-3x faster, ~1e-3 "
-        "relative); auto: highest for float32 runs with padded batches (native, "
-        "mixed_example), else default",
-        "conv_grad": "input gradient of strided convolutions: custom (no zero-stuffing), "
-        "autodiff (XLA's own) or auto (custom on CPU and GPU, where it measured faster; "
-        "autodiff on TPU)",
-        "input_pipeline": "device: the train split lives on the devices and batches are built "
-        "there in jit; grain: host threads; auto: device when the split has one size and fits "
-        "in --device_data_fraction of a device's memory",
-        "device_data_fraction": "share of one device's memory the train split may take on the "
-        "device path",
-        "worker_count": "grain pipeline: build batches in this many processes (0: threads of "
-        "this process)",
-        "checkpoint_every": "save a checkpoint every this many steps (and at the end)",
-        "log_every": "log metrics every this many steps",
-        "precompile": "compile every declared bucket ahead of time before training",
-        "compilation_cache_dir": "persistent XLA compilation cache, shareable by runs",
-        "distributed": "call jax.distributed.initialize() for multi-host training",
-        "skip_corrupt": "skip unreadable image files (reporting how many) instead of failing",
-        "pixel_range": "LO,HI: the range float pixels of npz data must lie in (uint8 is divided "
-        "by 255)",
+    names = {
+        "recipes": sorted(RECIPES),
+        "presets": sorted(PRESETS),
+        "eval_2d": DEFAULT_EVAL_SIZES_2D,
+        "eval_1d": DEFAULT_EVAL_SIZES_1D,
     }
+    texts = {f.name: f.metadata["help"].format(**names) for f in dataclasses.fields(TrainConfig)}
     for key, value in {**DEFAULTS, **(defaults or {})}.items():
         texts[key] += f" (default: {value})"
     return texts
 
 
-_SIZE = re.compile(r"^\d+(x\d+)?$")
+def fields_where(role: str) -> frozenset[str]:
+    """Names of the fields with a role: ``resumable`` (may change when a run resumes: how, not
+    what, it computes) or ``affects_results`` (False: bookkeeping a finished run can be reused
+    across)."""
+    return frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.metadata[role])
 
 
-def parse_eval_sizes(spec: str | None, spatial_dims: int) -> list[tuple[int, ...]]:
+def field_types() -> dict[str, tuple[type, bool]]:
+    """Field → (base type, whether None is allowed): what flags and sweep grids parse."""
+    hints = typing.get_type_hints(TrainConfig)
+    out = {}
+    for f in dataclasses.fields(TrainConfig):
+        args = typing.get_args(hints[f.name])
+        base = [t for t in args if t is not type(None)] or [hints[f.name]]
+        out[f.name] = (base[0], type(None) in args)
+    return out
+
+
+def parse_eval_sizes(spec: str | None, spatial_dims: int) -> list[Size]:
     """``"28,28x16"`` → [(28, 28), (28, 16)]; ``"grid:16,28"`` → every (h, w) pair (2-D)."""
     if spec is None:
         spec = DEFAULT_EVAL_SIZES_2D if spatial_dims == 2 else DEFAULT_EVAL_SIZES_1D
-    expected = "expected a list like 28,28x16 or grid:16,28,40"
     grid = spec.startswith("grid:")
     items = [t.strip() for t in spec.removeprefix("grid:").split(",") if t.strip()]
-    if not items or not all(_SIZE.match(t) for t in items) or (grid and spatial_dims != 2):
-        raise ValueError(f"--eval_sizes={spec!r}: {expected}")
-    if grid:
-        values = sorted({int(t) for t in items})
-        return [(h, w) for h in values for w in values]
-    sizes = []
-    for t in items:
-        parts = tuple(int(p) for p in t.split("x"))
-        if len(parts) == 1:
-            parts = parts * spatial_dims
-        if len(parts) != spatial_dims:
-            raise ValueError(f"--eval_sizes={spec!r}: {t!r} is not a {spatial_dims}-D size")
-        if min(parts) < 1:
-            raise ValueError(f"--eval_sizes={spec!r}: {t!r} has a zero side")
-        sizes.append(parts)
-    return list(dict.fromkeys(sizes))
+    if not items or (grid and spatial_dims != 2):
+        raise ValueError(f"--eval_sizes={spec!r}: expected a list like 28,28x16 or grid:16,28,40")
+    try:
+        if grid:
+            if any("x" in t for t in items):
+                raise ValueError("grid: takes single numbers (every HxW pair of them is tested)")
+            values = sorted({parse_size(t, 1)[0] for t in items})
+            return [(h, w) for h in values for w in values]
+        return list(dict.fromkeys(parse_size(t, spatial_dims) for t in items))
+    except ValueError as e:
+        raise ValueError(f"--eval_sizes={spec!r}: {e}") from None
 
 
-def size_key(size) -> str:
-    """(28, 16) → "28x16"; (40,) → "40" (the keys of ``eval_accuracy``)."""
-    return "x".join(str(int(s)) for s in size)
+size_key = format_size  # the name the result files' readers know

@@ -1,29 +1,50 @@
-"""Evaluation over a grid of test sizes, and BatchNorm recalibration per size."""
+"""Evaluation: one test size (sharded over processes), a run's grid of test sizes with its
+summary, and BatchNorm recalibration per size."""
 
 from __future__ import annotations
 
+import functools
+import os
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
+from absl import logging
 from flax import nnx
 from jax.sharding import Mesh
 
 from fcn_jax.cam import pointing_game
 from fcn_jax.data import EvalLoader, Source, Subset
+from fcn_jax.outputs import write_json
 from fcn_jax.sharding import to_global
+from fcn_jax.sizes import format_size
 from fcn_jax.steps import CompiledStep
+
+if TYPE_CHECKING:  # the training loop imports this module
+    from fcn_jax.train import Setup, Trained
+
+# Batches of training images whose BatchNorm statistics are averaged per test size.
+RECALIBRATION_BATCHES = 8
 
 EVAL_KEYS = ("image", "label", "sizes", "valid", "bbox")
 
 
-def local_rows(batch: dict, keys: Sequence[str]) -> dict:
-    """This process's share (rows ``process_index::process_count``) of a global batch."""
-    i, n = jax.process_index(), jax.process_count()
-    return {k: v[i::n] for k, v in batch.items() if k in keys}
+def evaluate(step: CompiledStep, state, source: Source, size, **kw) -> dict[str, float]:
+    """Accuracy and loss on ``source`` at test ``size`` (None: each example's own size); the
+    keyword arguments are :func:`process_totals`'s. Every process evaluates its own rows and
+    the sums of all processes are combined.
+
+    Returns ``{"accuracy", "loss", "examples"}`` plus ``"pointing_game"`` when the source has
+    bounding boxes.
+    """
+    process = (jax.process_index(), jax.process_count())
+    totals = sum_over_processes(process_totals(step, state, source, size, process=process, **kw))
+    return summarize(totals)
 
 
-def evaluate(
+def process_totals(
     step: CompiledStep,
     state,
     source: Source,
@@ -33,40 +54,74 @@ def evaluate(
     batch_size: int,
     min_size: Sequence[int],
     mesh: Mesh,
+    process: tuple[int, int],
     buckets=None,
 ) -> dict[str, float]:
-    """Accuracy and loss on ``source`` at test ``size`` (None: each example's own size).
+    """Sums over one process's rows of every (global, ``batch_size``) batch: ``{"count",
+    "correct", "loss"}`` plus ``"hits"`` (pointing game) when the source has boxes.
 
-    Returns ``{"accuracy", "loss", "examples"}`` plus ``"pointing_game"`` when the source has
-    bounding boxes.
+    ``process`` is ``(index, count)``; only this process's rows are read from ``source``.
     """
-    loader = EvalLoader(source, size, mode, batch_size, buckets, min_size=min_size)
-    totals, hits = {}, 0.0
+    index, count = process
+    loader = EvalLoader(
+        source,
+        size,
+        mode,
+        batch_size,
+        buckets,
+        min_size=min_size,
+        process_index=index,
+        process_count=count,
+    )
+    keys = ("count", "correct", "loss", *(("hits",) if source.has_bbox else ()))
+    totals = dict.fromkeys(keys, 0.0)
+    per_row = []  # fetched at the end: no host sync per batch
     for batch in loader:
-        out = step(state, to_global(local_rows(batch, EVAL_KEYS), mesh))
+        inputs = to_global({k: v for k, v in batch.items() if k in EVAL_KEYS}, mesh)
+        out = step(state, inputs)
+        mine = own_rows(inputs["valid"])
+        per_row.append((out["correct"], out["loss"], mine))
+        totals["count"] += float(batch["valid"].sum())
         if "cmap" in out:
-            hits += pointing_hits(out.pop("cmap"), out.pop("out_sizes"), batch)
-        totals = {k: totals.get(k, 0.0) + v for k, v in out.items()}
-    totals = {k: float(v) for k, v in jax.device_get(totals).items()}
+            cmap, out_sizes = np.asarray(out["cmap"])[mine], np.asarray(out["out_sizes"])[mine]
+            hit = pointing_game(cmap, out_sizes, batch["label"], batch["bbox"], batch["sizes"])
+            totals["hits"] += float((hit & batch["valid"]).sum())
+    for correct, loss, mine in jax.device_get(per_row):
+        totals["correct"] += float(correct[mine].sum())
+        totals["loss"] += float(loss[mine].sum())
+    return totals
+
+
+def own_rows(array: jax.Array) -> np.ndarray:
+    """Indices of this process's rows in a batch-sharded global array, in this process's order
+    (the order of the rows it fed to :func:`~fcn_jax.sharding.to_global`)."""
+    n = array.shape[0]
+    spans = sorted({s.index[0].indices(n)[:2] for s in array.addressable_shards})
+    return np.concatenate([np.arange(a, b) for a, b in spans])
+
+
+def sum_over_processes(totals: dict[str, float]) -> dict[str, float]:
+    """Every process's ``totals`` summed (the identity on one process)."""
+    if jax.process_count() == 1:
+        return totals
+    from jax.experimental import multihost_utils
+
+    values = np.asarray(list(totals.values()), np.float32)
+    summed = multihost_utils.process_allgather(values).sum(0)
+    return dict(zip(totals, map(float, summed), strict=True))
+
+
+def summarize(totals: dict[str, float]) -> dict[str, float]:
+    """Sums → ``{"accuracy", "loss", "examples"}`` (+ ``"pointing_game"``)."""
     count = max(totals["count"], 1.0)
     result = {
         "accuracy": totals["correct"] / count,
         "loss": totals["loss"] / count,
         "examples": int(totals["count"]),
     }
-    if source.has_bbox:
-        result["pointing_game"] = hits / count
+    if "hits" in totals:
+        result["pointing_game"] = totals["hits"] / count
     return result
-
-
-def pointing_hits(cmap: jax.Array, out_sizes: jax.Array, batch: dict) -> int:
-    """Pointing-game hits among the valid rows of a batch (class maps gathered to the host)."""
-    n = jax.process_count()
-    # A global array holds process 0's rows, then process 1's, ...: reorder the host batch alike.
-    rows = {k: np.concatenate([batch[k][p::n] for p in range(n)]) for k in EVAL_KEYS}
-    cmap, out_sizes = np.asarray(cmap), np.asarray(out_sizes)  # replicated: whole on each host
-    hit = pointing_game(cmap, out_sizes, rows["label"], rows["bbox"], rows["sizes"])
-    return int((hit & rows["valid"]).sum())
 
 
 def recalibration_graphdef(graphdef, state) -> nnx.GraphDef | None:
@@ -96,10 +151,17 @@ def recalibrate_bn(
     """``state`` with BatchNorm statistics re-estimated on training images resized to ``size``
     (the average of ``batches`` batches' statistics), as Mix & Match does per test size."""
     subset = Subset(train, batches * batch_size)  # whole batches only: no padding rows
-    loader = EvalLoader(subset, size, "resize", batch_size, min_size=min_size)
-    stats = [
-        stats_fn(state, to_global(local_rows(b, ("image", "label", "sizes")), mesh)) for b in loader
-    ]
+    loader = EvalLoader(
+        subset,
+        size,
+        "resize",
+        batch_size,
+        min_size=min_size,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    keys = ("image", "label", "sizes")
+    stats = [stats_fn(state, to_global({k: b[k] for k in keys}, mesh)) for b in loader]
     mean_stats = jax.tree.map(lambda *xs: sum(xs) / len(xs), *stats)
     return {**state, "rest": mean_stats}
 
@@ -111,13 +173,108 @@ def batch_stats_step(state, batch, *, graphdef):
     return nnx.state(model, nnx.Not(nnx.Param))
 
 
-def accuracy_grid(eval_accuracy: dict[str, float]) -> tuple[list[int], list[int], np.ndarray]:
-    """``{"HxW": acc}`` → (heights, widths, (len(heights), len(widths)) array, NaN where the
-    pair was not tested)."""
-    sizes = [tuple(int(v) for v in k.split("x")) for k in eval_accuracy]
-    heights = sorted({s[0] for s in sizes})
-    widths = sorted({s[1] for s in sizes})
-    grid = np.full((len(heights), len(widths)), np.nan)
-    for key, (h, w) in zip(eval_accuracy, sizes):
-        grid[heights.index(h), widths.index(w)] = eval_accuracy[key]
-    return heights, widths, grid
+def evaluate_run(setup: Setup, trained: Trained, workdir: str, start_time: float) -> dict:
+    """Evaluate a trained run: the test split at its own sizes, then every test size of the
+    grid; write eval records, summary.json and (2-D) eval_heatmap.png; return the summary."""
+    config, mesh, state = setup.config, setup.mesh, trained.state
+    test = setup.dataset.test
+    test = Subset(test, config.eval_examples) if config.eval_examples else test
+    # Any eval batch size: rounded up to the devices; padding rows count for nothing.
+    eval_batch = -(-config.eval_batch_size // mesh.size) * mesh.size
+    eval_kw = dict(batch_size=eval_batch, min_size=setup.model.min_size, mesh=mesh)
+    native = evaluate(setup.eval_step, state, test, None, mode="resize", **eval_kw)
+    recal = _recalibrator(setup, state, eval_kw)
+    grid = {}
+    for size in setup.eval_sizes:
+        size_state = recal(size) if recal else state
+        grid[format_size(size)] = evaluate(
+            setup.eval_step, size_state, test, size, mode=config.eval_mode, **eval_kw
+        )
+    for key, result in grid.items():
+        trained.writer.write(setup.total_steps, "eval", {"size": key, **result})
+    trained.writer.write(setup.total_steps, "test", native)
+    trained.writer.close()
+    eval_compiles = setup.eval_step.compiles + (recal.compiles if recal else 0)
+    summary = run_summary(setup, trained, native, grid, eval_compiles)
+    summary["wall_time_s"] = time.perf_counter() - start_time
+    if jax.process_index() == 0:
+        write_json(os.path.join(workdir, "summary.json"), summary)
+        if setup.dataset.spatial_dims == 2 and len(grid) > 1:
+            from fcn_jax.plots import heatmap
+
+            title = f"{config.model} trained on {setup.train_size}"
+            heatmap(summary["eval_accuracy"], os.path.join(workdir, "eval_heatmap.png"), title)
+    return summary
+
+
+def run_summary(setup: Setup, trained: Trained, native: dict, grid: dict, eval_compiles: int):
+    """The summary.json of a run: accuracies, compiles, throughput and what was trained."""
+    train_step, loader, seen = setup.train_step, setup.loader, trained.seen
+    seconds, examples = trained.train_seconds, trained.examples
+    summary = {
+        "test_accuracy": native["accuracy"],
+        "test_loss": native["loss"],
+        "eval_accuracy": {k: r["accuracy"] for k, r in grid.items()},
+        "eval_loss": {k: r["loss"] for k, r in grid.items()},
+        "eval_mode": setup.config.eval_mode,
+        "train_compiles": train_step.compiles,
+        "train_compile_seconds": train_step.compile_seconds,
+        "train_compile_shapes": [list(s) for s in train_step.shapes],
+        "eval_compiles": eval_compiles,
+        "buckets": [list(b) for b in setup.buckets],
+        "train_size": setup.train_size,
+        "padding_efficiency": loader.padding_efficiency,
+        "train_examples_per_sec": examples / seconds if examples and seconds > 0 else None,
+        "loader_examples_per_sec": loader.examples_per_second,
+        "checkpoint_seconds": trained.checkpoint_seconds,
+        "input_pipeline": loader.pipeline,
+        "steps": setup.total_steps,
+        "resumed_from_step": trained.resumed_from,
+        "final_loss": trained.final_loss,
+        "train_examples": seen["examples"],
+        "train_pixels": seen["pixels"],
+        "train_padded_pixels": seen["padded_pixels"],
+        "num_params": int(sum(p.size for p in jax.tree.leaves(trained.state["params"]))),
+        "devices": setup.mesh.size,
+        "device_kind": jax.devices()[0].device_kind,
+        "dataset": setup.dataset.name,
+        "model": setup.config.model,
+    }
+    if "pointing_game" in native:
+        summary["pointing_game"] = native["pointing_game"]
+        summary["eval_pointing_game"] = {k: r["pointing_game"] for k, r in grid.items()}
+    return summary
+
+
+class _Recalibrator:
+    """Per test size: the state with BatchNorm statistics re-estimated at that size."""
+
+    def __init__(self, stats_step, state, dataset, eval_kw):
+        self._step, self._state, self._dataset, self._kw = stats_step, state, dataset, eval_kw
+
+    @property
+    def compiles(self) -> int:
+        return self._step.compiles
+
+    def __call__(self, size):
+        return recalibrate_bn(
+            self._step,
+            self._state,
+            self._dataset.train,
+            size,
+            batches=RECALIBRATION_BATCHES,
+            **self._kw,
+        )
+
+
+def _recalibrator(setup: Setup, state, eval_kw) -> _Recalibrator | None:
+    """Per-size BatchNorm recalibration when ``--recalibrate_bn`` asks and the model has any."""
+    if not setup.config.recalibrate_bn:
+        return None
+    recal_graphdef = recalibration_graphdef(setup.graphdef, state)
+    if recal_graphdef is None:
+        logging.warning("--recalibrate_bn: the model has no BatchNorm; nothing to recalibrate")
+        return None
+    fn = functools.partial(batch_stats_step, graphdef=recal_graphdef)
+    stats_step = CompiledStep(fn, "bn-stats", donate=False, **setup.steps_kw)
+    return _Recalibrator(stats_step, state, setup.dataset, eval_kw)

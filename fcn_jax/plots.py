@@ -10,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fcn_jax.evaluate import accuracy_grid  # noqa: E402
 from fcn_jax.outputs import write_atomic  # noqa: E402
+from fcn_jax.sizes import parse_size  # noqa: E402
 
 
 def save_figure(fig, path: str) -> None:
@@ -43,3 +43,15 @@ def heatmap(eval_accuracy: dict[str, float], path: str, title: str = "test accur
     fig, ax = plt.subplots(figsize=(4.5, 4))
     fig.colorbar(draw_heatmap(ax, eval_accuracy, title), ax=ax)
     save_figure(fig, path)
+
+
+def accuracy_grid(eval_accuracy: dict[str, float]) -> tuple[list[int], list[int], np.ndarray]:
+    """``{"HxW": acc}`` → (heights, widths, (len(heights), len(widths)) array, NaN where the
+    pair was not tested)."""
+    sizes = [parse_size(k) for k in eval_accuracy]
+    heights = sorted({s[0] for s in sizes})
+    widths = sorted({s[1] for s in sizes})
+    grid = np.full((len(heights), len(widths)), np.nan)
+    for key, (h, w) in zip(eval_accuracy, sizes):
+        grid[heights.index(h), widths.index(w)] = eval_accuracy[key]
+    return heights, widths, grid

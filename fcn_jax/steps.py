@@ -88,7 +88,9 @@ def train_step(
 def eval_step(
     state: State, batch: dict[str, jax.Array], *, graphdef: nnx.GraphDef, with_maps: bool
 ) -> dict[str, jax.Array]:
-    """Sums over the valid rows of ``batch`` = {image, label, sizes, valid}.
+    """Per-row results on ``batch`` = {image, label, sizes, valid}: ``correct`` and ``loss``
+    (B,) float32, zero on padding rows. Rows, not sums: each process sums its own rows and the
+    processes' sums are combined (``fcn_jax.evaluate``).
 
     ``with_maps`` also returns the class maps ``cmap`` (B, *S', K) and their extents
     ``out_sizes`` (B, D), for localization metrics computed on the host.
@@ -98,9 +100,8 @@ def eval_step(
     logits = global_pool(cmap, out_sizes, model.spec.pool)
     valid = batch["valid"].astype(jnp.float32)
     out = {
-        "correct": ((logits.argmax(-1) == batch["label"]) * valid).sum(),
-        "loss": (cross_entropy(logits, batch["label"]) * valid).sum(),
-        "count": valid.sum(),
+        "correct": (logits.argmax(-1) == batch["label"]) * valid,
+        "loss": cross_entropy(logits, batch["label"]) * valid,
     }
     if with_maps:
         out.update(cmap=cmap, out_sizes=out_sizes)

@@ -10,7 +10,6 @@ summary.json and (2-D) eval_heatmap.png.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from flax import nnx
 import fcn_jax
 from fcn_jax import sharding
 from fcn_jax.checkpoint import Checkpointer, CheckpointError
-from fcn_jax.config import TrainConfig, parse_eval_sizes, size_key
+from fcn_jax.config import TrainConfig, fields_where, parse_eval_sizes
 from fcn_jax.data import (
     Dataset,
     SizePolicy,
@@ -36,38 +35,14 @@ from fcn_jax.data import (
 )
 from fcn_jax.data.augment import parse_augmentation
 from fcn_jax.data.device_loader import DeviceLoader, device_data_problem
-from fcn_jax.data.sources import Subset
-from fcn_jax.evaluate import (
-    batch_stats_step,
-    evaluate,
-    recalibrate_bn,
-    recalibration_graphdef,
-)
-from fcn_jax.models.layers import set_conv_grad
+from fcn_jax.evaluate import evaluate_run
+from fcn_jax.models.strided_conv import set_conv_grad
+from fcn_jax.optim import make_optimizer, make_schedule
 from fcn_jax.outputs import MetricsWriter, read_json, write_json
+from fcn_jax.sizes import format_size
 from fcn_jax.steps import CompiledStep, init_state, make_eval_step, make_train_step
 
 TRAIN_KEYS = ("image", "label", "sizes")
-# Config fields that may change between a run and its resumption (they don't alter training).
-RESUMABLE_FIELDS = {
-    "data_dir",
-    "eval_sizes",
-    "eval_mode",
-    "eval_examples",
-    "eval_batch_size",
-    "recalibrate_bn",
-    "checkpoint_every",
-    "log_every",
-    "precompile",
-    "compilation_cache_dir",
-    "distributed",
-    # How batches and gradients are computed, not what: the same plan and the same math.
-    "input_pipeline",
-    "device_data_fraction",
-    "conv_grad",
-    "worker_count",
-}
-RECALIBRATION_BATCHES = 8
 
 
 class NonFiniteLossError(RuntimeError):
@@ -78,28 +53,8 @@ def default_train_size(dataset: Dataset) -> str:
     """``native`` for data of varying size, else ``fixed`` at the data's one size."""
     sizes = dataset.train.sizes()
     if (sizes == sizes[0]).all():
-        return f"fixed:{size_key(sizes[0])}"
+        return f"fixed:{format_size(sizes[0])}"
     return "native"
-
-
-def make_schedule(config: TrainConfig, total_steps: int) -> optax.Schedule:
-    lr, total_steps = config.learning_rate, max(total_steps, 1)
-    if config.schedule == "constant":
-        return optax.constant_schedule(lr)
-    if config.schedule == "cosine":
-        return optax.cosine_decay_schedule(lr, total_steps)
-    warmup = min(config.warmup_steps, total_steps - 1)
-    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total_steps)
-
-
-def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
-    schedule = make_schedule(config, total_steps)
-    if config.optimizer == "adamw":
-        return optax.adamw(schedule, weight_decay=config.weight_decay)
-    return optax.chain(
-        optax.add_decayed_weights(config.weight_decay),
-        optax.sgd(schedule, momentum=0.9, nesterov=True),
-    )
 
 
 def matmul_precision(config: TrainConfig, policy: SizePolicy) -> str | None:
@@ -163,7 +118,7 @@ def prepare_workdir(workdir: str) -> None:
 def _check_resumable(saved: dict, config: TrainConfig, workdir: str) -> None:
     current = config.to_dict()
     for key, value in saved.items():
-        if key not in RESUMABLE_FIELDS and current.get(key) != value:
+        if key not in fields_where("resumable") and current.get(key) != value:
             raise CheckpointError(
                 f"{workdir} holds a run with --{key}={value!r} but this run has "
                 f"--{key}={current.get(key)!r}: use a new --workdir or the same flags"
@@ -217,12 +172,13 @@ class Setup:
     steps_kw: dict  # the state and batch shardings of the compiled steps
 
 
-def build(config: TrainConfig) -> Setup:
-    """Resolve ``config`` (unset fields: recipe, defaults), set up JAX, open the dataset and
-    make the model, buckets, mesh, train loader, optimizer, state and compiled steps."""
+def build(config: TrainConfig, dataset: Dataset | None = None) -> Setup:
+    """Resolve ``config`` (unset fields: recipe, defaults), set up JAX, open the dataset
+    (unless the caller opened ``config.dataset`` already and passes it) and make the model,
+    buckets, mesh, train loader, optimizer, state and compiled steps."""
     config = config.resolved()
     _setup_jax(config)
-    dataset = load_dataset(
+    dataset = dataset or load_dataset(
         config.dataset,
         config.data_dir,
         skip_corrupt=config.skip_corrupt,
@@ -295,61 +251,50 @@ def build(config: TrainConfig) -> Setup:
     )
 
 
-def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
+def train_and_evaluate(config: TrainConfig, workdir: str, dataset: Dataset | None = None) -> dict:
     """Train (or resume) in ``workdir``, evaluate, write the outputs, return the summary.
 
-    ``config`` may leave fields unset (None): they are resolved first (recipe, defaults)."""
+    ``config`` may leave fields unset (None): they are resolved first (recipe, defaults).
+    ``dataset``: ``config.dataset`` when the caller has it open already (see :func:`build`)."""
     start_time = time.perf_counter()
-    setup = build(config)
-    config, dataset, policy, model = setup.config, setup.dataset, setup.policy, setup.model
-    d, buckets, mesh, loader = dataset.spatial_dims, setup.buckets, setup.mesh, setup.loader
-    total_steps, schedule, state = setup.total_steps, setup.schedule, setup.state
-    train_step, eval_step, steps_kw = setup.train_step, setup.eval_step, setup.steps_kw
-    train_size, eval_sizes, min_size = setup.train_size, setup.eval_sizes, model.min_size
+    setup = build(config, dataset)
     prepare_workdir(workdir)
+    trained = train(setup, workdir)
+    return evaluate_run(setup, trained, workdir, start_time)
 
-    # Resume, or start and record the setup.
+
+@dataclasses.dataclass
+class Trained:
+    """What the training loop hands to evaluation."""
+
+    state: dict  # on the devices
+    writer: MetricsWriter  # still open: evaluation adds its records
+    resumed_from: int | None
+    final_loss: float | None
+    seen: dict[str, int]  # examples, pixels, padded_pixels over the whole run
+    examples: int  # trained by this loop (after a resume: since it)
+    train_seconds: float  # the loop, without compiles
+    checkpoint_seconds: float
+
+
+def train(setup: Setup, workdir: str) -> Trained:
+    """Run (or resume) the training loop of ``setup`` in ``workdir``: config.json, train
+    metrics, checkpoints (model, optimizer, step, loader position)."""
+    config, loader, mesh = setup.config, setup.loader, setup.mesh
+    total_steps, train_step = setup.total_steps, setup.train_step
     checkpointer = Checkpointer(workdir, writer=True)
-    config_path = os.path.join(workdir, "config.json")
-    start_step, resumed_from = 0, None
-    seen = {"examples": 0, "pixels": 0, "padded_pixels": 0}  # over the whole run
-    if checkpointer.latest_step() is not None:
-        if os.path.exists(config_path):
-            _check_resumable(read_json(config_path)["config"], config, workdir)
-        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
-        state, meta = checkpointer.restore(abstract)
-        loader.set_state(meta["loader"])
-        start_step = resumed_from = int(meta["step"])
-        seen = meta.get("seen", seen)
-        logging.info("resumed from step %d of %s", start_step, checkpointer.directory)
-    write_json(
-        config_path,
-        {
-            "config": config.to_dict(),
-            "model_spec": model.spec.to_dict(),
-            "train_size": train_size,
-            "buckets": [list(b) for b in buckets],
-            "dataset": {
-                "name": dataset.name,
-                "num_classes": dataset.num_classes,
-                "class_names": list(dataset.class_names),
-                "in_channels": dataset.in_channels,
-                "spatial_dims": d,
-                "train_examples": len(dataset.train),
-                "test_examples": len(dataset.test),
-            },
-            "total_steps": total_steps,
-        },
-    )
+    state, start_step, seen = _restore_or_start(setup, checkpointer, workdir)
+    resumed_from = start_step or None
+    _write_config(setup, workdir)
     state = jax.device_put(state, sharding.replicated(mesh))
     treedef, leaves = jax.tree.structure(state), jax.tree.leaves(state)
     if config.precompile:
-        for bucket in buckets:
-            batch = policy.batch_size(config.batch_size, bucket, mesh.size)
-            train_step.compile(leaves, _batch_spec(batch, bucket, dataset.in_channels))
+        for bucket in setup.buckets:
+            batch = setup.policy.batch_size(config.batch_size, bucket, mesh.size)
+            train_step.compile(leaves, _batch_spec(batch, bucket, setup.dataset.in_channels))
 
     writer = MetricsWriter(workdir, resume_step=start_step)
-    meta = {"seed": config.seed, "model_spec": model.spec.to_dict()}
+    meta = {"seed": config.seed, "model_spec": setup.model.spec.to_dict()}
 
     def seen_so_far() -> dict:
         """Examples and pixels over the whole run: before a resume plus this loader's."""
@@ -364,7 +309,6 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
                 f"checkpoint (step {last}) is kept in {checkpointer.directory}"
             )
 
-    # Train.
     progress = _Progress(total_steps, start_step)
     loop_start, window, last_logged = time.perf_counter(), [], start_step
     checkpoint_seconds = 0.0
@@ -378,7 +322,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
             check_finite(step)
             window = jax.device_get(window)
             values = {k: float(sum(m[k] for m in window)) / len(window) for k in window[0]}
-            values["learning_rate"] = float(schedule(step))
+            values["learning_rate"] = float(setup.schedule(step))
             writer.write(step, "train", values)
             progress.update(step, step - last_logged, values)
             final_loss, window, last_logged = values["loss"], [], step
@@ -393,75 +337,48 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
             checkpoint_seconds += time.perf_counter() - saving
     progress.close()
     state = jax.block_until_ready(jax.tree.unflatten(treedef, leaves))
-    examples, seen = loader.tally["examples"], seen_so_far()
     compile_seconds = train_step.compile_seconds + loader.compile_seconds
-    train_seconds = time.perf_counter() - loop_start - compile_seconds
+    return Trained(
+        state=state,
+        writer=writer,
+        resumed_from=resumed_from,
+        final_loss=final_loss,
+        seen=seen_so_far(),
+        examples=loader.tally["examples"],
+        train_seconds=time.perf_counter() - loop_start - compile_seconds,
+        checkpoint_seconds=checkpoint_seconds,
+    )
 
-    # Evaluate: the test split at its own sizes, then the grid of test sizes.
-    test = Subset(dataset.test, config.eval_examples) if config.eval_examples else dataset.test
-    # Any eval batch size: rounded up to the devices; padding rows count for nothing.
-    eval_batch = -(-config.eval_batch_size // mesh.size) * mesh.size
-    eval_kw = dict(batch_size=eval_batch, min_size=min_size, mesh=mesh)
-    native = evaluate(eval_step, state, test, None, mode="resize", **eval_kw)
-    recal = _recalibrator(config, setup.graphdef, state, dataset, steps_kw, eval_kw)
-    grid = {}
-    for size in eval_sizes:
-        size_state = recal(size) if recal else state
-        grid[size_key(size)] = evaluate(
-            eval_step, size_state, test, size, mode=config.eval_mode, **eval_kw
-        )
-    eval_step_count = eval_step.compiles + (recal.compiles if recal else 0)
-    for key, result in grid.items():
-        writer.write(total_steps, "eval", {"size": key, **result})
-    writer.write(total_steps, "test", native)
-    writer.close()
 
-    summary = {
-        "test_accuracy": native["accuracy"],
-        "test_loss": native["loss"],
-        "eval_accuracy": {k: r["accuracy"] for k, r in grid.items()},
-        "eval_loss": {k: r["loss"] for k, r in grid.items()},
-        "eval_mode": config.eval_mode,
-        "train_compiles": train_step.compiles,
-        "train_compile_seconds": train_step.compile_seconds,
-        "train_compile_shapes": [list(s) for s in train_step.shapes],
-        "eval_compiles": eval_step_count,
-        "buckets": [list(b) for b in buckets],
-        "train_size": train_size,
-        "padding_efficiency": loader.padding_efficiency,
-        "train_examples_per_sec": examples / train_seconds
-        if examples and train_seconds > 0
-        else None,
-        "loader_examples_per_sec": loader.examples_per_second,
-        "checkpoint_seconds": checkpoint_seconds,
-        "input_pipeline": "device" if isinstance(loader, DeviceLoader) else "grain",
-        "wall_time_s": time.perf_counter() - start_time,
-        "steps": total_steps,
-        "resumed_from_step": resumed_from,
-        "final_loss": final_loss,
-        "train_examples": seen["examples"],
-        "train_pixels": seen["pixels"],
-        "train_padded_pixels": seen["padded_pixels"],
-        "num_params": int(sum(p.size for p in jax.tree.leaves(state["params"]))),
-        "devices": mesh.size,
-        "device_kind": jax.devices()[0].device_kind,
-        "dataset": dataset.name,
-        "model": config.model,
-    }
-    if "pointing_game" in native:
-        summary["pointing_game"] = native["pointing_game"]
-        summary["eval_pointing_game"] = {k: r["pointing_game"] for k, r in grid.items()}
-    if jax.process_index() == 0:
-        write_json(os.path.join(workdir, "summary.json"), summary)
-        if d == 2 and len(grid) > 1:
-            from fcn_jax.plots import heatmap
+def _restore_or_start(setup: Setup, checkpointer: Checkpointer, workdir: str):
+    """(state, step, seen counts): the latest checkpoint's, the loader moved to its position;
+    else the fresh state at step 0. A checkpoint made with other flags is an error."""
+    seen = {"examples": 0, "pixels": 0, "padded_pixels": 0}
+    if checkpointer.latest_step() is None:
+        return setup.state, 0, seen
+    config_path = os.path.join(workdir, "config.json")
+    if os.path.exists(config_path):
+        _check_resumable(read_json(config_path)["config"], setup.config, workdir)
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), setup.state)
+    state, meta = checkpointer.restore(abstract)
+    setup.loader.set_state(meta["loader"])
+    logging.info("resumed from step %d of %s", meta["step"], checkpointer.directory)
+    return state, int(meta["step"]), meta.get("seen", seen)
 
-            heatmap(
-                summary["eval_accuracy"],
-                os.path.join(workdir, "eval_heatmap.png"),
-                f"{config.model} trained on {train_size}",
-            )
-    return summary
+
+def _write_config(setup: Setup, workdir: str) -> None:
+    """config.json: the resolved config and what it resolved to (model, sizes, dataset)."""
+    write_json(
+        os.path.join(workdir, "config.json"),
+        {
+            "config": setup.config.to_dict(),
+            "model_spec": setup.model.spec.to_dict(),
+            "train_size": setup.train_size,
+            "buckets": [list(b) for b in setup.buckets],
+            "dataset": setup.dataset.facts(),
+            "total_steps": setup.total_steps,
+        },
+    )
 
 
 def _pick(batch: dict, keys) -> dict:
@@ -475,36 +392,3 @@ def _batch_spec(batch: int, size, channels: int) -> dict:
         "label": jax.ShapeDtypeStruct((batch,), np.int32),
         "sizes": jax.ShapeDtypeStruct((batch, len(size)), np.int32),
     }
-
-
-class _Recalibrator:
-    """Per test size: the state with BatchNorm statistics re-estimated at that size."""
-
-    def __init__(self, stats_step, state, dataset, eval_kw):
-        self._step, self._state, self._dataset, self._kw = stats_step, state, dataset, eval_kw
-
-    @property
-    def compiles(self) -> int:
-        return self._step.compiles
-
-    def __call__(self, size):
-        return recalibrate_bn(
-            self._step,
-            self._state,
-            self._dataset.train,
-            size,
-            batches=RECALIBRATION_BATCHES,
-            **self._kw,
-        )
-
-
-def _recalibrator(config, graphdef, state, dataset, steps_kw, eval_kw):
-    if not config.recalibrate_bn:
-        return None
-    recal_graphdef = recalibration_graphdef(graphdef, state)
-    if recal_graphdef is None:
-        logging.warning("--recalibrate_bn: the model has no BatchNorm; nothing to recalibrate")
-        return None
-    fn = functools.partial(batch_stats_step, graphdef=recal_graphdef)
-    stats_step = CompiledStep(fn, "bn-stats", donate=False, **steps_kw)
-    return _Recalibrator(stats_step, state, dataset, eval_kw)

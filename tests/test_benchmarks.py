@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from benchmarks import bench_table
-from benchmarks.bench_table import Row, cells, met_flag, parse_markdown_table, to_markdown
+from benchmarks import common
+from benchmarks.common import Row, cells, met_flag, parse_markdown_table, to_markdown
 
 PARTS = ("1 compile", "2 padding", "3 throughput", "4 vs PyTorch", "5 time to acc.", "6 end to end")
 # Rows whose value may be missing: the measurement was skipped or the goal not reached.
@@ -40,10 +40,10 @@ def test_bad_target_rejected():
 
 
 def test_format_value():
-    assert bench_table.format_value(None) == "-"
-    assert bench_table.format_value(1234567.8) == "1,234,568"
-    assert bench_table.format_value(8.0) == "8"
-    assert bench_table.format_value(0.68712) == "0.687"
+    assert common.format_value(None) == "-"
+    assert common.format_value(1234567.8) == "1,234,568"
+    assert common.format_value(8.0) == "8"
+    assert common.format_value(0.68712) == "0.687"
 
 
 def test_markdown_round_trip_with_bars_in_notes():
@@ -57,7 +57,7 @@ def test_markdown_round_trip_with_bars_in_notes():
 
 
 def test_torch_rows():
-    from benchmarks.parts import torch_rows
+    from benchmarks.parts.vs_torch import torch_rows
 
     skipped = torch_rows({"size": 28, "batch_size": 128, "skipped": "torch not installed"})
     assert [(r.value, r.met) for r in skipped] == [(None, "n.a.")] * 2
@@ -85,7 +85,7 @@ def smoke(tfds_dir, tmp_path_factory):
     from benchmarks import run
 
     out = str(tmp_path_factory.mktemp("bench"))
-    status = run.main(["--smoke", f"--out={out}", f"--data_dir={tfds_dir}"])
+    status = run.measure("smoke", out, data_dir=tfds_dir)
     with open(os.path.join(out, "benchmarks.json")) as f:
         result = json.load(f)
     with open(os.path.join(out, "benchmarks.md")) as f:

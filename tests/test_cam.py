@@ -7,14 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fcn_jax.cam import (
-    cam_overlay,
-    load_image,
-    overlay_paths,
-    pointing_game,
-    predict_files,
-    resize_map,
-)
+from fcn_jax.cam import cam_overlay, pointing_game, resize_map
+from fcn_jax.predict import load_image, overlay_paths, predict_files
 
 # --- pointing game -------------------------------------------------------------------------
 

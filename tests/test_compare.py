@@ -14,18 +14,19 @@ from hypothesis import strategies as st
 from PIL import Image
 from tiny import TINY_TRAIN
 
-from fcn_jax.compare import (
+import fcn_jax.train
+from fcn_jax.config import TrainConfig, parse_eval_sizes
+from fcn_jax.data import load_dataset, parse_size_policy
+from fcn_jax.runs import compare
+from fcn_jax.runs.compare import (
     DEFAULT_EXAMPLE_OPTIONS,
     STEP_GRID_VALUES,
     TRAIN_DEFAULTS,
     CompareConfig,
     run_comparison,
     shared_eval_sizes,
-    sort_sizes,
-    stats,
 )
-from fcn_jax.config import TrainConfig, parse_eval_sizes
-from fcn_jax.data import load_dataset, parse_size_policy
+from fcn_jax.runs.stats import sort_sizes, stats
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {**TINY_TRAIN, "buckets": "auto:2"}
@@ -117,6 +118,10 @@ def test_report_json_runs_and_plots_agree(compared):
         assert r["train_compiles"]["values"] == [s["train_compiles"] for s in summaries]
         assert r["pointing_game"]["values"] == [s["pointing_game"] for s in summaries]
         assert r["reused"] == [False, False]
+    # What the comparison knows of its open dataset and model == what each run recorded.
+    recorded = json.load(open(workdir / "runs" / "fixed-seed0" / "config.json"))
+    assert results["dataset"] == recorded["dataset"]
+    assert results["model"] == {"preset": recorded["config"]["model"], **recorded["model_spec"]}
     assert policies["fixed"]["train_size"] == "fixed:24"
     assert policies["fixed"]["train_compiles"]["values"] == [1, 1]
     assert policies["mixed_example"]["train_size"] == "mixed_example:16-28"
@@ -145,6 +150,27 @@ def test_second_invocation_reuses_finished_runs(compared, tfds_dir):
     assert all(r["reused"] == [True, True] for r in results["policies"].values())
     assert {p.name: os.path.getmtime(p / "summary.json") for p in runs} == mtimes
     assert "(reused)" in (workdir / "report.md").read_text()
+
+
+def test_the_dataset_is_opened_once(tfds_dir, tmp_path, monkeypatch):
+    """Every run of a library call trains on the comparison's open dataset."""
+    opened, real = [], compare.load_dataset
+
+    def counted(*args, **kw):
+        opened.append(args)
+        return real(*args, **kw)
+
+    def reopened(*args, **kw):
+        raise AssertionError("a run opened the dataset again")
+
+    monkeypatch.setattr(compare, "load_dataset", counted)
+    monkeypatch.setattr(fcn_jax.train, "load_dataset", reopened)
+    train = TrainConfig(**{**TRAIN_DEFAULTS, **TINY, "data_dir": tfds_dir})
+    config = CompareConfig(train=train, seeds=2, policies=("fixed",), fixed_size="24")
+    results = run_comparison(config, str(tmp_path))
+    assert len(opened) == 1
+    assert results["policies"]["fixed"]["reused"] == [False, False]
+    assert results["dataset"]["name"] == TINY["dataset"]
 
 
 @settings(max_examples=30, deadline=None)

@@ -16,7 +16,7 @@ from fcn_jax.data import TrainLoader, parse_size_policy, resize, resolve_buckets
 from fcn_jax.data.augment import parse_augmentation
 from fcn_jax.data.device_loader import DeviceLoader, assemble, device_data_problem, read_arrays
 from fcn_jax.data.sources import ArraySource
-from fcn_jax.models import layers
+from fcn_jax.models import layers, strided_conv
 from fcn_jax.train import train_and_evaluate
 
 RESIZE_TOLERANCE = 1e-5  # PIL and jax.image apply the same bilinear filter in float32
@@ -131,16 +131,16 @@ def test_conv_grad_choice(mode):
     def grad_of_input(x):
         return jax.grad(lambda x: (conv(x, None)[0] ** 2).sum())(x)
 
-    previous = layers.set_conv_grad("custom")
+    previous = strided_conv.set_conv_grad("custom")
     try:
         reference = grad_of_input(x)
-        layers.set_conv_grad(mode)
+        strided_conv.set_conv_grad(mode)
         text = str(jax.make_jaxpr(grad_of_input)(x))
         # autodiff convolves dy dilated by the stride; the custom form never dilates it.
         assert ("lhs_dilation=(2, 2)" in text) == (mode == "autodiff")
         np.testing.assert_allclose(grad_of_input(x), reference, rtol=1e-5, atol=1e-6)
     finally:
-        layers.set_conv_grad(previous)
-    assert layers.resolve_conv_grad("auto", "cpu") == "custom"
-    assert layers.resolve_conv_grad("auto", "gpu") == "custom"
-    assert layers.resolve_conv_grad("auto", "tpu") == "autodiff"
+        strided_conv.set_conv_grad(previous)
+    assert strided_conv.resolve_conv_grad("auto", "cpu") == "custom"
+    assert strided_conv.resolve_conv_grad("auto", "gpu") == "custom"
+    assert strided_conv.resolve_conv_grad("auto", "tpu") == "autodiff"

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax import lax
 
-from fcn_jax.models.layers import _channels_last, strided_conv
+from fcn_jax.models.strided_conv import _channels_last, strided_conv
 
 
 @settings(max_examples=10, deadline=None)

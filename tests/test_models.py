@@ -188,7 +188,7 @@ def test_masked_batchnorm_statistics(spatial_dims):
         ((2, 28, 28), None, "rank 4"),
         ((2, 28, 28, 3), None, "1 channels"),
         ((2, 5, 28, 1), None, "below the model's minimum"),
-        ((2, 28, 28, 1), [[28, 28]], r"sizes must have shape \(2, 2\)"),
+        ((2, 28, 28, 1), [[28, 28]], r"sizes must have shape \(B, D\) = \(2, 2\)"),
         ((2, 28, 28, 1), [[28, 29], [10, 10]], "exceed"),
         ((2, 28, 28, 1), [[28, 28], [4, 10]], "below the model's minimum"),
         ((2, 28, 28, 1), [[28, 28], [0, 10]], "below the model's minimum"),

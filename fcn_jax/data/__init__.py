@@ -3,7 +3,7 @@
 Importing this package does not import the TFDS builders; ``load_dataset`` imports them on use.
 """
 
-from fcn_jax.data.loader import EvalLoader, TrainLoader, eval_batches
+from fcn_jax.data.loader import EvalLoader, TrainLoader
 from fcn_jax.data.policies import (
     SizePolicy,
     assign_buckets,
@@ -26,7 +26,6 @@ __all__ = [
     "TrainLoader",
     "assign_buckets",
     "auto_buckets",
-    "eval_batches",
     "load_dataset",
     "padding_efficiency",
     "parse_size_policy",

@@ -130,6 +130,8 @@ class DeviceLoader(BatchPlan):
     per bucket.
     """
 
+    pipeline = "device"  # the summary's input_pipeline
+
     def __init__(
         self,
         source: Source,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import grain
 import numpy as np
@@ -96,6 +95,8 @@ class TrainLoader(BatchPlan):
       worker_count: batches are made in this many processes (Grain multiprocessing; the
         loader and its source are pickled to each) instead of this process's threads.
     """
+
+    pipeline = "grain"  # the summary's input_pipeline
 
     def __init__(
         self,
@@ -182,16 +183,6 @@ class TrainLoader(BatchPlan):
     def __getstate__(self) -> dict:
         return {**super().__getstate__(), "_iter": None}
 
-    def stats(self) -> dict[str, Any]:
-        """What a training script logs: buckets, padding efficiency, throughput."""
-        return {
-            "policy": self.policy.kind,
-            "buckets": [list(b) for b in self.buckets],
-            "padding_efficiency": self.padding_efficiency,
-            "batches_per_epoch": self.batches_per_epoch,
-            "examples_per_second": self.examples_per_second,
-        }
-
 
 class EvalLoader:
     """Every example of ``source`` once, in fixed-shape batches (re-iterable).
@@ -206,6 +197,10 @@ class EvalLoader:
     ``sizes`` the full batch shape) so shapes never change. Batches are
     ``{image, label, sizes, valid (B,) bool, index (B,) int32}`` plus ``bbox (B, 4) int32`` where
     the source has one.
+
+    On ``process_count`` processes ``batch_size`` is global: each process reads and yields only
+    rows ``process_index::process_count`` of every global batch (``B = batch_size //
+    process_count``), and every process yields the same number of batches.
     """
 
     def __init__(
@@ -218,11 +213,20 @@ class EvalLoader:
         *,
         min_size: Sequence[int] | None = None,
         num_threads: int = 2,
+        process_index: int = 0,
+        process_count: int = 1,
     ):
         d = source.spatial_dims
         if mode not in ("resize", "canvas"):
             raise ValueError(f"eval mode must be 'resize' or 'canvas', got {mode!r}")
-        self.source, self.mode, self.batch_size = source, mode, batch_size
+        if batch_size % process_count or not 0 <= process_index < process_count:
+            raise ValueError(
+                f"eval batch size {batch_size} over process {process_index} of {process_count}: "
+                "the batch must split evenly over the processes"
+            )
+        self.source, self.mode = source, mode
+        self.batch_size = batch_size // process_count  # this process's rows per batch
+        rows = slice(process_index, None, process_count)
         self.min_size = tuple(min_size or (1,) * d)
         self.size = (size,) * d if isinstance(size, int) else (tuple(size) if size else None)
         if self.size is not None:
@@ -242,7 +246,7 @@ class EvalLoader:
                 )
             groups = [(np.flatnonzero(assign == k), b) for k, b in enumerate(self.buckets)]
         self._plan = [
-            (idx[j : j + batch_size], bucket)
+            (idx[j : j + batch_size][rows], bucket)
             for idx, bucket in groups
             for j in range(0, len(idx), batch_size)
         ]
@@ -283,15 +287,3 @@ class EvalLoader:
         else:
             box = box * (np.asarray(after) / np.asarray(before))
         return np.clip(np.rint(box), 0, np.asarray(after)).astype(np.int32).reshape(4)
-
-
-def eval_batches(
-    source: Source,
-    size: int | Sequence[int] | None,
-    mode: str = "resize",
-    batch_size: int = 256,
-    buckets: Sequence[Sequence[int]] | None = None,
-    **kwargs,
-) -> EvalLoader:
-    """Shorthand for :class:`EvalLoader` (same arguments)."""
-    return EvalLoader(source, size, mode, batch_size, buckets, **kwargs)

@@ -31,10 +31,15 @@ def prepare(name: str = "procedural_digits", data_dir: str | None = None):
     builds, the others find the data ready. Returns the prepared ``tfds.core.DatasetBuilder``
     (ArrayRecord files: ``tfds.data_source(name, ...)`` works without TensorFlow).
     """
+    return prepare_locked(lambda: tfds.builder(name, data_dir=data_dir, file_format="array_record"))
 
-    def make():
-        return tfds.builder(name, data_dir=data_dir, file_format="array_record")
 
+def prepare_locked(make):
+    """``make().download_and_prepare()`` as ArrayRecord under the lock :func:`prepare` takes.
+
+    ``make`` returns a new ``tfds.core.DatasetBuilder``; it is called again under the lock so
+    the builder sees what another process built. Returns that builder.
+    """
     root = os.path.dirname(os.path.dirname(make().data_dir))  # .../<name>/<config>
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, ".prepare.lock"), "w") as lock:

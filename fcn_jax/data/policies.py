@@ -30,6 +30,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from fcn_jax.sizes import Size, parse_size
+
 DEFAULT_STEP = 8
 DEFAULT_AUTO_BUCKETS = 8
 _MAX_CANDIDATES = 2500
@@ -39,8 +41,6 @@ _POLICY_FORMS = (
     "'mixed_example:LO-HI[:log][:aspect=R]' or 'native'"
 )
 _BUCKET_FORMS = "expected 'auto:K' or a comma-separated list of shapes like '32x32,48x64'"
-
-Size = tuple[int, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,17 +141,6 @@ class SizePolicy:
             raise ValueError(f"only defined for a {kind} policy, not {self.kind}")
 
 
-def _parse_size(text: str, spatial_dims: int, spec: str) -> Size:
-    """``"N"`` -> N per axis; ``"HxW"`` (2-D only) -> (H, W)."""
-    parts = text.split("x")
-    if len(parts) not in (1, spatial_dims) or not all(p.isdigit() for p in parts):
-        raise ValueError(f"malformed size {text!r} in {spec!r} for {spatial_dims}-D data")
-    size = tuple(int(p) for p in parts) * (spatial_dims if len(parts) == 1 else 1)
-    if min(size) < 1:
-        raise ValueError(f"sizes must be positive in {spec!r}")
-    return size
-
-
 def parse_size_policy(spec: str, spatial_dims: int) -> SizePolicy:
     """Parse a policy string (``fixed:...``, ``mixed_step:...`` (alias ``mixed:...``),
     ``mixed_example:...``, ``native``) for 1-D or 2-D data."""
@@ -162,7 +151,7 @@ def parse_size_policy(spec: str, spatial_dims: int) -> SizePolicy:
         if kind == "native" and not rest:
             return SizePolicy("native", spatial_dims)
         if kind == "fixed" and rest:
-            return SizePolicy("fixed", spatial_dims, size=_parse_size(rest, spatial_dims, spec))
+            return SizePolicy("fixed", spatial_dims, size=parse_size(rest, spatial_dims))
         if kind in ("mixed", "mixed_step") and rest:
             return _parse_mixed_step(rest, spatial_dims, spec)
         if kind == "mixed_example" and rest:
@@ -176,7 +165,7 @@ def _parse_range(text: str, spatial_dims: int, spec: str) -> tuple[Size, Size]:
     """``"LO-HI"`` (each ``N`` or ``HxW``) → (low, high)."""
     if not re.fullmatch(r"[\dx]+-[\dx]+", text):
         raise ValueError("malformed range")
-    lo, hi = (_parse_size(t, spatial_dims, spec) for t in text.split("-"))
+    lo, hi = (parse_size(t, spatial_dims) for t in text.split("-"))
     if any(h < lo_ for lo_, h in zip(lo, hi, strict=True)):
         raise ValueError("need LO <= HI")
     return lo, hi
@@ -296,7 +285,7 @@ def resolve_buckets(
             raise ValueError(f"bad bucket spec {spec!r}: {_BUCKET_FORMS}")
         return auto_buckets(sizes, int(k), weights)
     try:
-        buckets = [_parse_size(t, policy.spatial_dims, spec) for t in spec.split(",")]
+        buckets = [parse_size(t, policy.spatial_dims) for t in spec.split(",")]
     except ValueError as e:
         raise ValueError(f"bad bucket spec {spec!r}: {e}; {_BUCKET_FORMS}") from None
     idx = assign_buckets(sizes, buckets)

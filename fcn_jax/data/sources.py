@@ -6,9 +6,13 @@
   first use in ``data_dir``.
 * ``npz:PATH``: arrays ``train_images``, ``train_labels``, ``test_images``, ``test_labels``
   (see :func:`load_npz`).
+* ``idx:DIR`` (or ``idx:DIR/PREFIX``): the four MNIST-style IDX files, plain or gzipped (see
+  :func:`fcn_jax.data.idx.load_idx`).
 * ``folder:PATH``: one subfolder of PNG/JPEG files per class (see :func:`load_folder`).
 * any other TFDS name (``mnist``, ``cifar10``, ``imagenette/160px``...), read with
-  ``tfds.data_source`` from an ArrayRecord copy already prepared in ``data_dir``.
+  ``tfds.data_source`` from an ArrayRecord copy already prepared in ``data_dir``; ``mnist``,
+  ``fashion_mnist`` and ``kmnist`` are built there from their IDX files when those are found in
+  ``data_dir`` (see :func:`fcn_jax.data.idx.prepare_tfds`).
 
 Every example is ``{"image": float32 (*spatial, C), "label": int}`` plus ``"bbox": int32 (4,)``
 ``[y0, x0, y1, x1)`` where the dataset has one. uint8 pixels are scaled to [0, 1]; float data is
@@ -41,7 +45,7 @@ OWN_BUILDERS = {
     "procedural_digits": "fcn_jax.data.procedural_digits",
     "mnist1d": "fcn_jax.data.mnist1d_builder",
 }
-SOURCE_PREFIXES = ("npz:", "folder:")
+SOURCE_PREFIXES = ("npz:", "idx:", "folder:")
 _KNOWN_SOURCES = ", ".join(p + "PATH" for p in SOURCE_PREFIXES) + " or a TFDS name"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 FOLDER_TEST_FRACTION = 0.2
@@ -114,6 +118,18 @@ class Dataset:
             raise DataError(f"{self.name}: {len(names)} class names for {self.num_classes} classes")
         object.__setattr__(self, "class_names", names)
 
+    def facts(self) -> dict:
+        """What a run records of its data (config.json's ``dataset``)."""
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "in_channels": self.in_channels,
+            "spatial_dims": self.spatial_dims,
+            "train_examples": len(self.train),
+            "test_examples": len(self.test),
+        }
+
 
 def load_dataset(
     spec: str,
@@ -125,11 +141,12 @@ def load_dataset(
     """Open the dataset named by ``spec`` (see the module docstring).
 
     Args:
-      spec: ``npz:PATH``, ``folder:PATH`` or a TFDS name with optional ``/config``.
+      spec: ``npz:PATH``, ``idx:DIR[/PREFIX]``, ``folder:PATH`` or a TFDS name with optional
+        ``/config``.
       data_dir: TFDS data directory (default: TFDS's own default).
       skip_corrupt: folder datasets: leave out unreadable image files (counted in
         ``Source.skipped``, and logged) instead of raising.
-      pixel_range: npz datasets: the range float pixel values must lie in.
+      pixel_range: npz and idx datasets: the range float pixel values must lie in.
     Raises:
       DataError: with a one-line message naming the file, key or dataset at fault.
     """
@@ -138,6 +155,10 @@ def load_dataset(
         return load_tfds(spec, data_dir)
     if prefix == "npz":
         return load_npz(path, pixel_range)
+    if prefix == "idx":
+        from fcn_jax.data.idx import load_idx  # idx imports this module
+
+        return load_idx(path, pixel_range)
     if prefix == "folder":
         return load_folder(path, skip_corrupt=skip_corrupt)
     raise DataError(
@@ -210,13 +231,32 @@ def load_npz(path: str, pixel_range: tuple[float, float] = (0.0, 1.0)) -> Datase
             raise DataError(f"{where}: key spatial_dims must be 1 or 2, got {dims}")
         num_classes = _npz_class_count(npz, where)
         names = tuple(str(n) for n in npz["class_names"]) if "class_names" in npz else ()
-        splits = {}
-        for split in ("train", "test"):
-            images, dims_s = _npz_images(npz[f"{split}_images"], dims, f"{where}: {split}_images")
-            _check_range(images, pixel_range, f"{where}: {split}_images")
-            labels = _npz_labels(npz[f"{split}_labels"], len(images), num_classes, where, split)
-            splits[split] = (images, labels, dims_s)
-    (tr_im, tr_lab, tr_dims), (te_im, te_lab, te_dims) = splits["train"], splits["test"]
+        splits = [
+            _array_split(
+                npz[f"{split}_images"],
+                npz[f"{split}_labels"],
+                (f"{where}: {split}_images", f"{where}: {split}_labels"),
+                dims=dims,
+                num_classes=num_classes,
+                pixel_range=pixel_range,
+            )
+            for split in ("train", "test")
+        ]
+    return _array_dataset(where, splits, num_classes, names)
+
+
+def _array_split(images, labels, where: tuple[str, str], *, dims, num_classes, pixel_range):
+    """Validated ``(images, labels (N,) int64, spatial_dims)`` of one split; ``where`` names
+    the images and the labels in messages. Images as :func:`_npz_images` returns them."""
+    images, dims = _npz_images(images, dims, where[0])
+    _check_range(images, pixel_range, where[0])
+    return images, _npz_labels(labels, len(images), num_classes, where[1]), dims
+
+
+def _array_dataset(where: str, splits, num_classes: int | None, names=()) -> Dataset:
+    """Dataset of in-memory train and test splits (from :func:`_array_split`), after checking
+    that they agree; ``num_classes`` None: max label + 1 (warns of classes never trained)."""
+    (tr_im, tr_lab, tr_dims), (te_im, te_lab, te_dims) = splits
     if tr_dims != te_dims:
         raise DataError(f"{where}: train_images are {tr_dims}-D but test_images are {te_dims}-D")
     c_train, c_test = tr_im[0].shape[-1], te_im[0].shape[-1]
@@ -311,8 +351,8 @@ def _check_values(arr: np.ndarray, where: str) -> None:
             raise DataError(f"{where}: example {int(bad.argmax())} has NaN or inf values")
 
 
-def _npz_labels(labels, n: int, num_classes: int | None, where: str, split: str) -> np.ndarray:
-    key = f"{where}: {split}_labels"
+def _npz_labels(labels, n: int, num_classes: int | None, key: str) -> np.ndarray:
+    """``(n,)`` int64 labels in ``[0, num_classes)`` (``num_classes`` None: just >= 0)."""
     labels = np.asarray(labels)
     if labels.shape != (n,):
         raise DataError(f"{key}: shape {labels.shape}, expected ({n},) to match the images")
@@ -568,13 +608,20 @@ def _prepare_hint(spec: str, root: str) -> str:
 
 
 def load_tfds(spec: str, data_dir: str | None = None) -> Dataset:
-    """Dataset from TFDS: this package's builders are built on first use; other datasets must
-    already be prepared as ArrayRecord in ``data_dir`` (preparing needs network and TensorFlow).
-    The test split is ``test``, or ``validation`` where there is no ``test``."""
+    """Dataset from TFDS: this package's builders are built on first use, and so are ``mnist``,
+    ``fashion_mnist`` and ``kmnist`` where their IDX files are found in ``data_dir`` (see
+    :func:`fcn_jax.data.idx.prepare_tfds`); other datasets must already be prepared as
+    ArrayRecord in ``data_dir`` (preparing needs network and TensorFlow). The test split is
+    ``test``, or ``validation`` where there is no ``test``."""
     builder = _tfds_builder(spec, data_dir)
     base = spec.partition("/")[0]
     if base in OWN_BUILDERS:
         importlib.import_module(OWN_BUILDERS[base]).prepare(spec, data_dir)
+    from fcn_jax.data import idx  # idx imports this module
+
+    if builder.name in idx.TFDS_NAMES and not builder.is_prepared():
+        if idx.prepare_tfds(builder.name, data_dir):
+            builder = _tfds_builder(spec, data_dir)  # sees the splits just written
     features = builder.info.features
     image_key, label_key, bbox_key = _pick_features(features, spec)
     splits = set(builder.info.splits.keys())
@@ -590,7 +637,7 @@ def load_tfds(spec: str, data_dir: str | None = None) -> Dataset:
             raise DataError(
                 f"dataset {spec!r} is not prepared in {root}; preparing it needs network access "
                 f"and TensorFlow: run {_prepare_hint(spec, root)} on a machine with network, "
-                f"then copy {root} here"
+                f"then copy {root} here{idx.tfds_hint(builder.name, root)}"
             ) from e
         if builder.info.file_format not in tfds.core.FileFormat.with_random_access():
             raise DataError(

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from fcn_jax.models.inputs import check_input_shape, check_sizes, check_sizes_shape
 from fcn_jax.models.layers import ConvLayer, Sizes, global_pool, valid_mask
 
 
@@ -79,29 +80,16 @@ class FCN(nnx.Module):
             n += 1
 
     def _check(self, x: jax.Array, sizes) -> None:
-        d, spec = self.spec.spatial_dims, self.spec
-        layout = "(B, L, C)" if d == 1 else "(B, H, W, C)" if d == 2 else f"(B, {d} axes, C)"
-        if x.ndim != d + 2:
-            raise ValueError(f"input must have rank {d + 2} {layout}, got shape {x.shape}")
-        if x.shape[-1] != spec.in_channels:
-            raise ValueError(f"input must have {spec.in_channels} channels, got shape {x.shape}")
-        if any(s < m for s, m in zip(x.shape[1:-1], self.min_size)):
-            raise ValueError(
-                f"input spatial size {x.shape[1:-1]} is below the model's minimum {self.min_size}"
-            )
+        """The input checks of :mod:`fcn_jax.models.inputs` (shared with exported models)."""
+        spec = self.spec
+        check_input_shape(x.shape, spec.spatial_dims, spec.in_channels, self.min_size)
         if sizes is None:
             return
-        if tuple(sizes.shape) != (x.shape[0], d):
-            raise ValueError(f"sizes must have shape {(x.shape[0], d)}, got {tuple(sizes.shape)}")
         values = _concrete(sizes)
-        if values is None:
-            return
-        if (values > np.asarray(x.shape[1:-1])).any():
-            raise ValueError(f"sizes {values.tolist()} exceed the input's extent {x.shape[1:-1]}")
-        if (values < np.asarray(self.min_size)).any():
-            raise ValueError(
-                f"sizes {values.tolist()} fall below the model's minimum size {self.min_size}"
-            )
+        if values is None:  # traced: its values are checked where they were made
+            check_sizes_shape(sizes.shape, x.shape)
+        else:
+            check_sizes(values, x.shape, self.min_size)
 
     def features(self, x: jax.Array, sizes: Sizes = None) -> tuple[jax.Array, Sizes]:
         """Class map (B, *S', num_classes), zero beyond each example's extent, and that extent."""

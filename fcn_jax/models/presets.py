@@ -112,12 +112,19 @@ def _jitted_builder(spec: ModelSpec):
     """One compiled initializer per spec (the seed is an argument), instead of one small
     compile per parameter shape: creating a model again, with any seed, compiles nothing."""
 
-    def build(key):
-        rngs = nnx.Rngs(key)
-        body, last = PRESETS[spec.name](spec, _ConvFactory(spec, rngs))
-        return FCN(spec, body, last, rngs)
+    return nnx.jit(functools.partial(_build, spec))
 
-    return nnx.jit(build)
+
+def _build(spec: ModelSpec, key: jax.Array) -> FCN:
+    rngs = nnx.Rngs(key)
+    body, last = PRESETS[spec.name](spec, _ConvFactory(spec, rngs))
+    return FCN(spec, body, last, rngs)
+
+
+def abstract_model(spec: ModelSpec) -> FCN:
+    """The model of ``spec`` with shape-only variables, nothing computed or compiled: a
+    skeleton to restore a checkpoint into."""
+    return nnx.eval_shape(lambda: _build(spec, jax.random.key(0)))
 
 
 def create_model(

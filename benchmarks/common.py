@@ -1,0 +1,202 @@
+"""What the benchmarks share: table rows, the machine they ran on, timing of train steps."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import operator
+import os
+import platform
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from fcn_jax import sharding
+from fcn_jax.config import TrainConfig
+from fcn_jax.runs.stats import machine_info
+
+OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+COLUMNS = ("part", "name", "value", "unit", "target", "met", "note")
+TRAIN_KEYS = ("image", "label", "sizes")
+
+
+def parse_target(target: str) -> tuple[str, float]:
+    """``">= 0.9"`` → ``(">=", 0.9)``."""
+    op, _, number = target.strip().partition(" ")
+    if op not in OPS:
+        raise ValueError(f"bad target {target!r}: expected '<op> <number>' with op in {list(OPS)}")
+    return op, float(number)
+
+
+def met_flag(value: float | None, target: str | None) -> str:
+    """``value`` against ``target`` (``"<op> <number>"``, op one of >=, <=, >, <): ``"yes"`` or
+    ``"no"``; ``"n.a."`` without a target or a value (a skipped measurement)."""
+    if target is None or value is None or not math.isfinite(value):
+        return "n.a."
+    op, number = parse_target(target)
+    return "yes" if OPS[op](value, number) else "no"
+
+
+@dataclasses.dataclass
+class Row:
+    """One measurement. ``value`` is None for a skipped measurement (say why in ``note``)."""
+
+    part: str
+    name: str
+    value: float | None
+    unit: str
+    target: str | None = None
+    note: str = ""
+
+    def __post_init__(self):
+        if self.value is not None:
+            self.value = float(self.value)
+        if self.target is not None:
+            parse_target(self.target)  # fail early on a malformed target
+
+    @property
+    def met(self) -> str:
+        return met_flag(self.value, self.target)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "met": self.met}
+
+
+def format_value(value: float | None) -> str:
+    """Thousands separators for large values, 3 significant digits for the rest; ``"-"`` for a
+    skipped measurement."""
+    if value is None:
+        return "-"
+    if not math.isfinite(value):
+        return str(value)
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return str(int(value)) if value == int(value) else f"{value:.3g}"
+
+
+def cells(row: dict[str, Any]) -> list[str]:
+    """The markdown cells of a row dict (``Row.to_dict()``)."""
+    values = (row["part"], row["name"], format_value(row["value"]), row["unit"])
+    return [*map(str, values), row["target"] or "-", row["met"], str(row["note"])]
+
+
+def to_markdown(rows: list[dict[str, Any]], header: str = "") -> str:
+    """A markdown document: optional header paragraph, then one table of ``rows``."""
+    lines = [header, ""] if header else []
+    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        escaped = (c.replace("|", "\\|").replace("\n", " ") for c in cells(row))
+        lines.append("| " + " | ".join(escaped) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_markdown_table(text: str) -> list[dict[str, str]]:
+    """The rows of the table in ``to_markdown``'s output, as dicts of cell strings."""
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("| part |"):
+            parts = re.split(r"(?<!\\)\|", line)[1:-1]  # on bars not escaped
+            rows.append(dict(zip(COLUMNS, [p.strip().replace("\\|", "|") for p in parts])))
+    return rows
+
+
+def load_average() -> float:
+    """The 1-minute load average: other processes sharing the cores (NaN where unknown)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else the platform's processor string."""
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def machine() -> dict:
+    """What the numbers were measured on: ``fcn_jax.runs.stats.machine_info`` plus the CPU model,
+    the backend and the load average."""
+    info = machine_info()
+    return {
+        **info,
+        "cpu": cpu_model(),
+        "cores": info["cpu_count"],
+        "load_average_1m": load_average(),
+        "backend": jax.default_backend(),
+        "devices": f"{len(info['devices'])} x {info['device_kind']}",
+    }
+
+
+def seed_config(**fields) -> TrainConfig:
+    """The training config every step benchmark builds from (``fcn_jax.train.build``): the
+    ``seed`` model from seed 0, AdamW 3e-3 at a constant rate, no label smoothing."""
+    base = dict(model="seed", optimizer="adamw", learning_rate=3e-3, schedule="constant")
+    return TrainConfig(**{**base, "label_smoothing": 0.0, **fields})
+
+
+class StepRunner:
+    """A setup's compiled train step with its own state on the devices.
+
+    ``batches`` are held on the devices for :meth:`run`; the first step on each (compiling
+    every shape) is done at construction, ``losses`` are its losses.
+    """
+
+    def __init__(self, setup, batches=()):
+        self.setup, mesh = setup, setup.mesh
+        self.state = jax.tree.leaves(jax.device_put(setup.state, sharding.replicated(mesh)))
+        self.batches = [self.placed(b) for b in batches]
+        self.losses = [float(self.step(b)["loss"]) for b in self.batches]
+
+    @property
+    def compile_seconds(self) -> float:
+        return self.setup.train_step.compile_seconds
+
+    def placed(self, batch: dict) -> dict:
+        """A loader's batch as the step takes it: global arrays split over the mesh."""
+        return sharding.to_global({k: batch[k] for k in TRAIN_KEYS}, self.setup.mesh)
+
+    def step(self, batch: dict) -> dict:
+        self.state, metrics = self.setup.train_step(self.state, batch)
+        return metrics
+
+    def train(self, n: int):
+        """``n`` steps on the loader's next batches; yields each batch as the loader made it."""
+        for _ in range(n):
+            batch = next(self.setup.loader)
+            self.step(self.placed(batch))
+            yield batch
+
+    def run(self, n: int, batches: list[dict] | None = None) -> float:
+        """Examples/s over ``n`` steps cycling through ``batches`` (default: all held), with
+        one host sync at the end."""
+        batches, examples, start = batches or self.batches, 0, time.perf_counter()
+        for i in range(n):
+            batch = batches[i % len(batches)]
+            self.step(batch)
+            examples += batch["label"].shape[0]
+        jax.block_until_ready(self.state)
+        return examples / (time.perf_counter() - start)
+
+
+def time_interleaved(runs: dict[Any, Callable[[], float]], rounds: int) -> dict[Any, list]:
+    """Each of ``runs`` called once per round, in turn, the order reversed every other round
+    (so that load from other processes hits them alike); their results by name."""
+    names, results = list(runs), {name: [] for name in runs}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            results[name].append(runs[name]())
+    return results
+
+
+def median_rates(runners: dict, steps: int, repeats: int) -> dict[str, float]:
+    """Median examples/s of each runner (``run(n) -> examples/s``) over ``repeats``
+    interleaved windows of ``steps`` steps, after one warm-up window."""
+    runs = {name: (lambda r=r: r.run(steps)) for name, r in runners.items()}
+    rates = time_interleaved(runs, repeats + 1)
+    return {name: float(np.median(v[1:])) for name, v in rates.items()}

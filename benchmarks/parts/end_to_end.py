@@ -1,0 +1,92 @@
+"""Part 6 (and ``python -m benchmarks.end_to_end``): training examples/s end to end against the
+train step alone, per size policy and input pipeline.
+
+End to end is ``train_and_evaluate`` for ``steps`` steps: examples over the loop's wall time
+with loading and logging (compiles and the synchronous checkpoint save excluded; reported as
+``with_checkpoint`` and ``checkpoint_seconds``), and the test accuracy at 28x28. Step alone is
+the same config's compiled step on 16 batches held on the device, for as many steps.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+
+from benchmarks.common import Row, StepRunner
+from benchmarks.parts import Settings
+from fcn_jax.config import TrainConfig
+from fcn_jax.train import build, train_and_evaluate
+
+POLICIES = {
+    "fixed": "fixed:28",
+    "mixed_step": "mixed_step:16-52:12",
+    "mixed_example": "mixed_example:16-56:log",
+}
+HELD_BATCHES = 16
+PART = "6 end to end"
+
+
+def config_for(label: str, pipeline: str, **overrides) -> TrainConfig:
+    """A short training run of policy ``label``: one checkpoint and one log line at the end, an
+    evaluation on 1000 test examples at 28x28."""
+    steps, spec = overrides["steps"], POLICIES[label]
+    fields = dict(eval_sizes="28", eval_examples=1000, eval_batch_size=250, **overrides)
+    return TrainConfig(
+        **fields, train_size=spec, input_pipeline=pipeline, checkpoint_every=steps, log_every=steps
+    )
+
+
+def step_alone(config: TrainConfig) -> float:
+    """Examples/s of ``config``'s compiled train step on batches already on the device."""
+    setup = build(config)
+    runner = StepRunner(setup, [next(setup.loader) for _ in range(HELD_BATCHES)])
+    return runner.run(setup.total_steps)
+
+
+def run(policies, pipelines, **overrides) -> list[dict]:
+    """One row per policy and pipeline; the step alone is measured once per policy.
+    ``overrides``: TrainConfig fields (``steps`` required)."""
+    rows = []
+    for label in policies:
+        alone = step_alone(config_for(label, "device", **overrides))
+        for pipeline in pipelines:
+            with tempfile.TemporaryDirectory() as workdir:
+                summary = train_and_evaluate(config_for(label, pipeline, **overrides), workdir)
+            # The loop without its checkpoint saves (synchronous; reported apart).
+            seconds = summary["train_examples"] / summary["train_examples_per_sec"]
+            rate = summary["train_examples"] / (seconds - summary["checkpoint_seconds"])
+            rows.append(
+                {
+                    "policy": label,
+                    "train_size": POLICIES[label],
+                    "pipeline": summary["input_pipeline"],
+                    "end_to_end": rate,
+                    "step_alone": alone,
+                    "ratio": rate / alone,
+                    "with_checkpoint": summary["train_examples_per_sec"],
+                    "checkpoint_seconds": summary["checkpoint_seconds"],
+                    "test_accuracy_28": summary["test_accuracy"],
+                    "train_compiles": summary["train_compiles"],
+                    "device": summary["device_kind"],
+                }
+            )
+            print(format_row(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+def format_row(r: dict) -> str:
+    return (
+        f"{r['policy']:<14} {r['pipeline']:<7} end to end {r['end_to_end']:>10,.0f} ex/s   "
+        f"step alone {r['step_alone']:>10,.0f} ex/s   ratio {r['ratio']:.2f}   "
+        f"test accuracy {r['test_accuracy_28']:.3f}"
+    )
+
+
+def rows(s: Settings) -> list[Row]:
+    fields = dict(dataset=s.fixed28, data_dir=s.data_dir, batch_size=s.batch_size)
+    out = []
+    for r in run(s.e2e_policies, ("device", "grain"), **fields, steps=s.e2e_steps):
+        name = f"end to end ÷ step alone, {r['policy']}, {r['pipeline']} pipeline"
+        note = f"{r['end_to_end']:,.0f} vs {r['step_alone']:,.0f} ex/s, batch {s.batch_size}, "
+        out.append(Row(PART, name, r["ratio"], "×", ">= 0.9", note + r["train_size"]))
+    return out

@@ -1,0 +1,304 @@
+"""Compare training-size policies: the same model trained under ``fixed``, ``mixed_step``,
+``mixed_example`` and ``native`` sizes, each for a few seeds, all tested on one shared grid of
+test sizes, with the same number of training examples per policy.
+
+``run_comparison(CompareConfig(train=TrainConfig(...)), workdir)`` opens the dataset once,
+trains (or reuses, by the rule of :mod:`fcn_jax.runs.rundir`) one run per policy and seed in
+``workdir/runs/<policy>-seed<k>/`` (ordinary training workdirs), aggregates their summaries
+and writes the report (:mod:`fcn_jax.runs.report`): ``report.md``, ``compare.json``,
+``accuracy_vs_size.png`` and (2-D data) ``heatmaps.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import os
+import time
+
+from absl import logging
+
+from fcn_jax.config import (
+    DEFAULT_EVAL_SIZES_1D,
+    DEFAULT_EVAL_SIZES_2D,
+    TrainConfig,
+    parse_eval_sizes,
+)
+from fcn_jax.data import Dataset, load_dataset, parse_size_policy
+from fcn_jax.models import ModelSpec
+from fcn_jax.runs.report import PRODUCTION_SIZE, findings, write_report
+from fcn_jax.runs.rundir import RunDir
+from fcn_jax.runs.stats import machine_info, sort_sizes, stats
+from fcn_jax.sizes import format_size
+from fcn_jax.train import default_train_size, train_and_evaluate
+
+POLICIES = ("fixed", "mixed_step", "mixed_example", "native")
+POLICY_ALIASES = {"mixed": "mixed_step"}  # the name of mixed_step before mixed_example existed
+
+# Defaults of a comparison where they differ from a lone training run's: all policies together
+# must finish in about 5 minutes on a 2-core CPU (see benchmarks/compare_budget.py). They fill
+# what neither the flags nor a recipe set.
+TRAIN_DEFAULTS = {"steps": 1200}
+DEFAULT_DATASET = "procedural_digits/fixed28"
+DEFAULT_EVAL_EXAMPLES = 1000
+# mixed_example's default options: log-uniform sizes (equal weight per octave of scale).
+DEFAULT_EXAMPLE_OPTIONS = ":log"
+# mixed_step's default grid has at most this many values per axis (1-D, 2-D): one compile each.
+STEP_GRID_VALUES = {1: 9, 2: 4}
+# Summary fields aggregated over seeds (besides accuracies and the pointing game).
+_AGGREGATED = (
+    "train_compiles",
+    "eval_compiles",
+    "train_examples_per_sec",
+    "wall_time_s",
+    "final_loss",
+    "train_examples",
+    "train_pixels",
+    "train_padded_pixels",
+)
+
+
+@dataclasses.dataclass
+class CompareConfig:
+    """A comparison: a base training config and the policies and seeds to run it under.
+
+    Attributes:
+      train: the base config; ``train_size`` must be None (each policy sets it) and run ``k``
+        uses seed ``train.seed + k``.
+      seeds: runs per policy.
+      policies: a subset of ``POLICIES`` (``mixed`` means ``mixed_step``); ``native`` is
+        dropped (with a note) for data whose examples all share one size.
+      fixed_size: the size of the fixed policy (``fixed:<fixed_size>``); default: the data's
+        own size when all examples share one, else 28 (2-D) or 40 (1-D).
+      mixed_size: the range of mixed_step (``mixed_step:<mixed_size>``); default: a grid of at
+        most ``STEP_GRID_VALUES`` values per axis through the fixed size, covering every test
+        size.
+      example_size: the range of mixed_example (``mixed_example:<example_size>``); default:
+        log-uniform from the smallest to the largest test size, the fixed size included.
+    """
+
+    train: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(
+            dataset=DEFAULT_DATASET, eval_examples=DEFAULT_EVAL_EXAMPLES
+        )
+    )
+    seeds: int = 1
+    policies: tuple[str, ...] = POLICIES
+    fixed_size: str | None = None
+    mixed_size: str | None = None
+    example_size: str | None = None
+
+    def validate(self) -> CompareConfig:
+        """Raise ValueError with a one-line message for a bad value; return self."""
+        self.train.resolved(TRAIN_DEFAULTS)
+        if self.train.train_size is not None:
+            raise ValueError(
+                "--train_size: a comparison sets it per policy; use --policies, --fixed_size "
+                "and --mixed_size"
+            )
+        if self.seeds < 1:
+            raise ValueError(f"--seeds={self.seeds}: expected a positive number")
+        self.policies = tuple(POLICY_ALIASES.get(p, p) for p in self.policies)
+        unknown = [p for p in self.policies if p not in POLICIES]
+        if unknown or not self.policies or len(set(self.policies)) != len(self.policies):
+            raise ValueError(
+                f"--policies={','.join(self.policies)}: expected distinct names among {POLICIES}"
+            )
+        return self
+
+    def policy_specs(self, dataset, eval_sizes: list) -> dict[str, str]:
+        """Each policy's ``--train_size`` (e.g. ``{"fixed": "fixed:28", ...}``), the defaults
+        derived from ``dataset`` and the test sizes (see the attributes)."""
+        d, own = dataset.spatial_dims, default_train_size(dataset)  # "fixed:28x28" or "native"
+        fixed = self.fixed_size or own.partition(":")[2] or ("28" if d == 2 else "40")
+        f = parse_size_policy(f"fixed:{fixed}", d).size
+        lo = [min(v) for v in zip(f, *eval_sizes)]
+        hi = [max(v) for v in zip(f, *eval_sizes)]
+        example = self.example_size or f"{_compact(lo)}-{_compact(hi)}{DEFAULT_EXAMPLE_OPTIONS}"
+        mixed = self.mixed_size or _step_grid(f, lo, hi, STEP_GRID_VALUES[d])
+        return {
+            "fixed": f"fixed:{fixed}",
+            "mixed_step": f"mixed_step:{mixed}",
+            "mixed_example": f"mixed_example:{example}",
+            "native": "native",
+        }
+
+
+def _step_grid(fixed, lo, hi, values: int) -> str:
+    """``"LO-HI:STEP"``: a grid through ``fixed`` per axis that covers ``[lo, hi]`` with at most
+    ``values`` values per axis (the smallest such STEP; more values where none fits)."""
+    while True:
+        first = max(1, math.ceil((max(hi) - min(lo)) / max(values - 1, 1)))
+        for step in range(first, max(hi) + 1):
+            start = [f - math.ceil((f - a) / step) * step for f, a in zip(fixed, lo)]
+            end = [f + math.ceil((b - f) / step) * step for f, b in zip(fixed, hi)]
+            if all((e - s) // step + 1 <= values and s >= 1 for s, e in zip(start, end)):
+                return f"{_compact(start)}-{_compact(end)}:{step}"
+        values += 1
+
+
+def _compact(size) -> str:
+    """(16, 16) → "16"; (28, 16) → "28x16" (one number when every axis agrees)."""
+    return str(size[0]) if len(set(size)) == 1 else format_size(size)
+
+
+def run_name(policy: str, seed: int) -> str:
+    return f"{policy}-seed{seed}"
+
+
+@dataclasses.dataclass
+class Plan:
+    """What a comparison runs: each policy's run config per seed, all on one test grid."""
+
+    base: TrainConfig  # resolved; eval_sizes and the compilation cache shared by every run
+    policies: list[str]
+    specs: dict[str, str]  # policy → its --train_size
+    pads: dict[str, bool]  # policy → whether its training batches are padded
+    seeds: list[int]
+    notes: list[str]
+
+    def run_config(self, policy: str, seed: int) -> TrainConfig:
+        return dataclasses.replace(
+            self.base,
+            train_size=self.specs[policy],
+            seed=seed,
+            # A recipe's or the user's buckets are the padded policies' own setting.
+            buckets=self.base.buckets if self.pads[policy] else None,
+        )
+
+
+def plan_comparison(
+    config: CompareConfig, base: TrainConfig, dataset: Dataset, workdir: str
+) -> Plan:
+    """The runs of ``config`` (validated; ``base``: its resolved train config) on ``dataset``;
+    bad sizes and policies fail here, before any training."""
+    d = dataset.spatial_dims
+    notes, policies = [], list(config.policies)
+    if "native" in policies and default_train_size(dataset) != "native":
+        policies.remove("native")
+        notes.append(
+            f"native dropped: every example of {dataset.name} has the same size, so native "
+            "training would equal fixed training at that size."
+        )
+    if not policies:
+        raise ValueError("--policies: nothing left to compare")
+    eval_sizes, note = shared_eval_sizes(base.eval_sizes, d)
+    notes += [note] if note else []
+    specs = config.policy_specs(dataset, parse_eval_sizes(eval_sizes, d))
+    pads = {p: parse_size_policy(specs[p], d).pads for p in policies}
+    base = dataclasses.replace(
+        base,
+        eval_sizes=eval_sizes,
+        # Every run compiles the same eval shapes (and seeds the same train shapes): share them.
+        compilation_cache_dir=base.compilation_cache_dir
+        or os.path.join(os.path.abspath(workdir), "xla_cache"),
+    )
+    seeds = [base.seed + k for k in range(config.seeds)]
+    return Plan(base, policies, specs, pads, seeds, notes)
+
+
+def run_comparison(config: CompareConfig, workdir: str, *, command: list[str] | None = None):
+    """Train or reuse every run, aggregate, write the report files; return compare.json's
+    content. ``command`` (e.g. ``sys.argv``) is recorded in the report."""
+    start = time.perf_counter()
+    base = config.validate().train.resolved(TRAIN_DEFAULTS)
+    # Opened once, for every run (opening a folder dataset reads each of its files).
+    dataset = load_dataset(
+        base.dataset, base.data_dir, skip_corrupt=base.skip_corrupt, pixel_range=base.pixel_bounds()
+    )
+    plan = plan_comparison(config, base, dataset, workdir)
+    os.makedirs(workdir, exist_ok=True)
+    per_policy = {}
+    for policy in plan.policies:
+        runs = [run_name(policy, seed) for seed in plan.seeds]
+        done = [
+            train_or_reuse(plan.run_config(policy, seed), RunDir.of(workdir, name), dataset)
+            for seed, name in zip(plan.seeds, runs)
+        ]
+        summaries, reused = (list(x) for x in zip(*done))
+        per_policy[policy] = aggregate_policy(plan.specs[policy], runs, summaries, reused)
+    first = per_policy[plan.policies[0]]
+    results = {
+        "command": list(command) if command is not None else None,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "dataset": dataset.facts(),
+        "model": {"preset": plan.base.model, **model_spec(plan.base, dataset)},
+        "num_params": first["num_params"],
+        "config": {**plan.base.to_dict(), "train_size": None, "seed": None, "buckets": None},
+        "options": {
+            "seeds": config.seeds,
+            "policies": list(config.policies),
+            "fixed_size": config.fixed_size,
+            "mixed_size": config.mixed_size,
+            "example_size": config.example_size,
+        },
+        "seeds": plan.seeds,
+        "eval_sizes": sort_sizes(first["eval_accuracy"]),
+        "notes": plan.notes,
+        "policies": per_policy,
+    }
+    results["findings"] = findings(results)
+    results["wall_time_s"] = time.perf_counter() - start  # the whole comparison, reuse included
+    write_report(results, workdir)
+    return results
+
+
+def shared_eval_sizes(spec: str | None, spatial_dims: int) -> tuple[str, str | None]:
+    """The eval-size spec of every run: ``spec`` (or the default), plus 28x16 in 2-D when it
+    is missing. Returns ``(spec, note or None)``."""
+    spec = spec or (DEFAULT_EVAL_SIZES_2D if spatial_dims == 2 else DEFAULT_EVAL_SIZES_1D)
+    sizes = parse_eval_sizes(spec, spatial_dims)
+    if spatial_dims != 2 or PRODUCTION_SIZE in sizes:
+        return spec, None
+    extended = ",".join(format_size(s) for s in [*sizes, PRODUCTION_SIZE])
+    return extended, f"added the production size 28x16 to --eval_sizes={spec}."
+
+
+def train_or_reuse(config: TrainConfig, rundir: RunDir, dataset: Dataset) -> tuple[dict, bool]:
+    """``(summary, reused)``: a run the reuse rule keeps is read back (``True``); anything
+    else goes to ``train_and_evaluate`` with the open ``dataset`` (``False``), which trains,
+    resumes an interrupted run, re-evaluates a finished one or refuses a conflicting one."""
+    if rundir.reusable(config):
+        logging.info("%s: reusing the finished run", rundir.path)
+        return rundir.summary(), True
+    old = rundir.summary()
+    logging.info("%s: training %s, seed %d", rundir.path, config.train_size, config.seed)
+    summary = train_and_evaluate(config, rundir.path, dataset=dataset)
+    return rundir.keep_training_measurements(old, summary), False
+
+
+def model_spec(config: TrainConfig, dataset: Dataset) -> dict:
+    """The spec of the model ``config`` builds for ``dataset`` (config.json's ``model_spec``)."""
+    return ModelSpec(
+        config.model,
+        dataset.num_classes,
+        dataset.in_channels,
+        dataset.spatial_dims,
+        config.width,
+        config.depth,
+        config.norm,
+        config.pool,
+        str(config.precision),
+    ).to_dict()
+
+
+def aggregate_policy(spec: str, runs: list[str], summaries: list[dict], reused: list[bool]):
+    """One policy's numbers over its seeds."""
+    sizes = list(summaries[0]["eval_accuracy"])
+    out = {
+        "train_size": spec,
+        "runs": runs,
+        "reused": reused,
+        "num_params": summaries[0].get("num_params"),
+        "test_accuracy": stats(s["test_accuracy"] for s in summaries),
+        "eval_accuracy": {k: stats(s["eval_accuracy"][k] for s in summaries) for k in sizes},
+    }
+    out.update({key: stats(s.get(key) for s in summaries) for key in _AGGREGATED})
+    if all("pointing_game" in s for s in summaries):
+        out["pointing_game"] = stats(s["pointing_game"] for s in summaries)
+        out["eval_pointing_game"] = {
+            k: stats(s["eval_pointing_game"][k] for s in summaries) for k in sizes
+        }
+    return out

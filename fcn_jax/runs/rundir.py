@@ -1,0 +1,130 @@
+"""One run directory, and the one rule for reusing a finished run.
+
+A run directory (``WORKDIR/runs/<name>/``) is an ordinary training workdir: ``config.json``
+(the resolved config, written when training starts), ``checkpoints/`` and ``summary.json``
+(written last: it marks the run finished); a run started as a process adds ``stdout.log``,
+``stderr.log`` and, when it fails, ``error.txt`` (its stderr tail).
+
+The reuse rule (:meth:`RunDir.reusable`): a finished run is reused when its recorded config
+equals the wanted one on every field that affects results (``fields_where("affects_results")``).
+Anything else goes back to training, which resumes an interrupted run, re-evaluates a finished
+one (:meth:`RunDir.keep_training_measurements` then keeps what its training measured) or
+refuses a conflicting one.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+
+from fcn_jax.config import TrainConfig, fields_where
+from fcn_jax.outputs import read_json, write_atomic, write_json
+
+ERROR_TAIL_LINES = 40  # of stderr.log, kept in error.txt
+# Summary fields measured while training: a re-evaluation trains no step, so it keeps those of
+# the run that trained.
+TRAINING_MEASUREMENTS = (
+    "train_examples_per_sec",
+    "train_compiles",
+    "train_compile_seconds",
+    "wall_time_s",
+    "final_loss",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+    """The files of one training run in ``path``."""
+
+    path: str
+
+    @classmethod
+    def of(cls, workdir: str, name: str) -> RunDir:
+        """Run ``name`` of an experiment directory: ``workdir/runs/<name>``."""
+        return cls(os.path.join(workdir, "runs", name))
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    @property
+    def config_path(self) -> str:
+        return self.file("config.json")
+
+    @property
+    def summary_path(self) -> str:
+        return self.file("summary.json")
+
+    @property
+    def error_path(self) -> str:
+        return self.file("error.txt")
+
+    def is_finished(self) -> bool:
+        return os.path.exists(self.summary_path)
+
+    def status(self) -> str:
+        """``finished`` (summary.json), ``failed`` (error.txt) or ``pending``."""
+        if self.is_finished():
+            return "finished"
+        return "failed" if os.path.exists(self.error_path) else "pending"
+
+    def summary(self) -> dict | None:
+        return read_json(self.summary_path) if self.is_finished() else None
+
+    def recorded_config(self) -> dict | None:
+        """The resolved config the run recorded when it started (None before that)."""
+        if not os.path.exists(self.config_path):
+            return None
+        return read_json(self.config_path)["config"]
+
+    def differences(self, config: TrainConfig) -> dict[str, tuple]:
+        """Results-relevant fields whose recorded value differs from ``config``'s (resolved as
+        training resolves it): field → (recorded, wanted); every such field when none is
+        recorded."""
+        recorded = self.recorded_config() or {}
+        wanted = config.resolved().to_dict()
+        return {
+            k: (recorded.get(k), wanted[k])
+            for k in sorted(fields_where("affects_results"))
+            if k not in recorded or recorded[k] != wanted[k]
+        }
+
+    def reusable(self, config: TrainConfig) -> bool:
+        """THE reuse rule: finished, with the same results-relevant config (module docstring)."""
+        return self.is_finished() and not self.differences(config)
+
+    def keep_training_measurements(self, old: dict | None, new: dict) -> dict:
+        """``new``, the summary of a run that went back to training; when that only
+        re-evaluated ``old`` (a finished run: resumed at its last step, no step trained), with
+        the training measurements of ``old``, in summary.json too."""
+        resumed = new.get("resumed_from_step")
+        if old is None or resumed is None or resumed != new.get("steps"):
+            return new
+        new = {**new, **{k: old.get(k) for k in TRAINING_MEASUREMENTS}}
+        write_json(self.summary_path, new)
+        return new
+
+    def write_error(self, returncode: int, seconds: float) -> str:
+        """error.txt: the exit status and the tail of stderr.log; return its error line."""
+        tail = _tail(self.file("stderr.log"), ERROR_TAIL_LINES)
+        write_atomic(self.error_path, f"exit status {returncode} after {seconds:.0f} s\n{tail}")
+        return _last_error_line(tail)
+
+    def error_line(self) -> str:
+        """The line of error.txt that says what went wrong."""
+        return _last_error_line(_tail(self.error_path, ERROR_TAIL_LINES))
+
+
+def _tail(path: str, lines: int) -> str:
+    if not os.path.exists(path):
+        return ""
+    with open(path, errors="replace") as f:
+        return "".join(collections.deque(f, maxlen=lines))
+
+
+def _last_error_line(text: str) -> str:
+    """The last ``error: ...`` line of a run's output (the entry points' one-line errors), else
+    its last non-blank line."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines or ["(no output)"])[-1]

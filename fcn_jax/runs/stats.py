@@ -1,0 +1,51 @@
+"""Numbers shared by the comparison and the sweep: mean ± std over seeds, their text, size
+keys in a readable order, and what the numbers were measured on."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+
+import numpy as np
+
+from fcn_jax.sizes import parse_size
+
+
+def stats(values) -> dict:
+    """``{"mean", "std", "values"}``; std is the sample std over seeds (None for one value);
+    None values (e.g. no throughput) are left out of mean and std."""
+    values = [None if v is None else float(v) for v in values]
+    present = [v for v in values if v is not None]
+    mean = float(np.mean(present)) if present else None
+    std = float(np.std(present, ddof=1)) if len(present) > 1 else None
+    return {"mean": mean, "std": std, "values": values}
+
+
+def fmt(stat: dict | None, digits: int = 3) -> str:
+    """``0.912 ± 0.004`` (no ± for one seed; ``–`` when missing)."""
+    if not stat or stat.get("mean") is None:
+        return "–"
+    text = f"{stat['mean']:.{digits}f}"
+    return text + (f" ± {stat['std']:.{digits}f}" if stat.get("std") is not None else "")
+
+
+def sort_sizes(keys) -> list[str]:
+    """Size keys ("28x16") by area, then by shape."""
+    parsed = {k: parse_size(k) for k in keys}
+    return sorted(parsed, key=lambda k: (math.prod(parsed[k]), parsed[k]))
+
+
+def machine_info() -> dict:
+    """Platform, CPUs, Python, jax and its devices (this imports jax and starts its backend)."""
+    import jax
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "devices": [str(d) for d in jax.devices()],
+        "device_kind": jax.devices()[0].device_kind,
+    }
