@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
-import os
-import platform
 import re
 import time
 from collections.abc import Callable
@@ -17,7 +15,6 @@ import numpy as np
 
 from fcn_jax import sharding
 from fcn_jax.config import TrainConfig
-from fcn_jax.runs.stats import machine_info
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 COLUMNS = ("part", "name", "value", "unit", "target", "met", "note")
@@ -102,35 +99,6 @@ def parse_markdown_table(text: str) -> list[dict[str, str]]:
             parts = re.split(r"(?<!\\)\|", line)[1:-1]  # on bars not escaped
             rows.append(dict(zip(COLUMNS, [p.strip().replace("\\|", "|") for p in parts])))
     return rows
-
-
-def load_average() -> float:
-    """The 1-minute load average: other processes sharing the cores (NaN where unknown)."""
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else the platform's processor string."""
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-def machine() -> dict:
-    """What the numbers were measured on: ``fcn_jax.runs.stats.machine_info`` plus the CPU model,
-    the backend and the load average."""
-    info = machine_info()
-    return {
-        **info,
-        "cpu": cpu_model(),
-        "cores": info["cpu_count"],
-        "load_average_1m": load_average(),
-        "backend": jax.default_backend(),
-        "devices": f"{len(info['devices'])} x {info['device_kind']}",
-    }
 
 
 def seed_config(**fields) -> TrainConfig:

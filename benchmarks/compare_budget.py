@@ -22,7 +22,7 @@ import time
 
 from absl import app, flags
 
-from benchmarks.common import load_average
+from fcn_jax.runs.stats import load_average
 
 BUDGET_S = 300.0
 

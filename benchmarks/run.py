@@ -19,7 +19,7 @@ import traceback
 
 from absl import app, flags
 
-from benchmarks.common import Row, load_average, machine, to_markdown
+from benchmarks.common import Row, to_markdown
 from benchmarks.parts import (
     LEVELS,
     compile_budget,
@@ -30,6 +30,7 @@ from benchmarks.parts import (
     vs_torch,
 )
 from fcn_jax.outputs import write_atomic, write_json
+from fcn_jax.runs.stats import load_average, machine_info
 
 PARTS = (compile_budget, padding, throughput, vs_torch, time_to_accuracy, end_to_end)
 
@@ -44,7 +45,7 @@ def measure(level: str, out: str, data_dir: str | None = None, parts=()) -> int:
     """Run the parts of ``level`` (full, quick or smoke; ``parts``: their numbers, default
     all) and write the table; 1 if a part failed, else 0."""
     settings = dataclasses.replace(LEVELS[level], data_dir=data_dir)
-    start, date, info = time.perf_counter(), datetime.datetime.now().astimezone(), machine()
+    start, date, info = time.perf_counter(), datetime.datetime.now().astimezone(), machine_info()
     rows, seconds = [], {}
     for part in PARTS:
         title = part.PART
@@ -73,7 +74,8 @@ def measure(level: str, out: str, data_dir: str | None = None, parts=()) -> int:
     header = (
         f"# Benchmarks ({level})\n\n{result['date']}; {info['cpu']}, {info['cores']} cores (load "
         f"average {info['load_average_1m']:.1f} at start, {end:.1f} at the end: shared with other "
-        f"processes), JAX {info['jax']} on {info['devices']}; {total:.0f} s in all."
+        f"processes), JAX {info['jax']} on {len(info['devices'])} x {info['device_kind']}; "
+        f"{total:.0f} s in all."
     )
     write_json(os.path.join(out, "benchmarks.json"), result)
     write_atomic(os.path.join(out, "benchmarks.md"), to_markdown(rows, header))

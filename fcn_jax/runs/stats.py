@@ -37,15 +37,36 @@ def sort_sizes(keys) -> list[str]:
 
 
 def machine_info() -> dict:
-    """Platform, CPUs, Python, jax and its devices (this imports jax and starts its backend)."""
+    """Platform, CPU model and count, load, Python, jax and its devices (this imports jax and
+    starts its backend): what results were measured on."""
     import jax
 
+    devices = jax.devices()
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cores": os.cpu_count(),
+        "load_average_1m": load_average(),
         "python": platform.python_version(),
         "jax": jax.__version__,
-        "devices": [str(d) for d in jax.devices()],
-        "device_kind": jax.devices()[0].device_kind,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in devices],
+        "device_kind": devices[0].device_kind,
     }
+
+
+def load_average() -> float:
+    """The 1-minute load average: other processes sharing the cores (NaN where unknown)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else the platform's processor string."""
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
