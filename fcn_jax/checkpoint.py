@@ -145,6 +145,8 @@ def restore_model(workdir: str) -> FCN:
         except Exception as e:
             raise CheckpointError(f"checkpoint in {workdir} does not fit its config: {e}") from e
         nnx.update(model, state)
+    if any(isinstance(v, jax.ShapeDtypeStruct) for v in jax.tree.leaves(nnx.state(model))):
+        raise CheckpointError(f"checkpoint in {workdir} does not restore every model variable")
     model.eval()
     return model
 
