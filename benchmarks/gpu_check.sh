@@ -35,4 +35,11 @@ for g in custom autodiff; do
   e2e 25 --batch_size=1024 --steps=300 --policies=fixed --pipelines=device --conv_grad=$g \
     | tail -1 | sed "s/^/$g: /" >>"$OUT/conv_grad.txt"
 done
+log "5. the device loader alone (is it what sets the pace end to end?)"
+for b in 256 1024; do
+  timeout 40 "$PY" -m benchmarks.loader_throughput --dataset=procedural_digits/fixed28 \
+    --input_pipeline=device --batch_size=$b --steps=200 \
+    --policies=fixed:28,mixed_example:16-56:log 2>&1 | grep -v "^[IW][0-9]" | tail -3 \
+    | sed "s/^/batch $b: /" >>"$OUT/loader_device.txt"
+done
 log "done"

@@ -1,15 +1,18 @@
-"""Examples/second of the host (Grain) training loader under fixed, mixed and native sizes.
+"""Examples/second of the training loader alone under fixed, mixed and native sizes.
 
     python -m benchmarks.loader_throughput [--dataset=procedural_digits] [--data_dir=DIR]
         [--policies=fixed:32,mixed:16-64:8,mixed:16-64:8:scale,native] [--batch_size=128]
+        [--input_pipeline=grain|device]
 
-Each loader is the training loop's (``fcn_jax.train.build``, ``--input_pipeline=grain``).
+Each loader is the training loop's (``fcn_jax.train.build``): the host (Grain) one, or the
+device one (batches built in jit; timed until the last batch is on the device).
 """
 
 from __future__ import annotations
 
 import time
 
+import jax
 from absl import app, flags
 
 from fcn_jax.config import TrainConfig
@@ -21,6 +24,7 @@ flags.DEFINE_list("policies", "fixed:32,mixed:16-64:8,mixed:16-64:8:scale,native
 flags.DEFINE_integer("batch_size", 128, "batch size")
 flags.DEFINE_integer("steps", 50, "batches timed (after 5 untimed)")
 flags.DEFINE_integer("worker_count", 0, "worker processes (0: two threads)")
+flags.DEFINE_enum("input_pipeline", "grain", ["grain", "device"], "which loader")
 
 
 def main(argv) -> None:
@@ -31,15 +35,21 @@ def main(argv) -> None:
         fields = dict(dataset=f.dataset, data_dir=f.data_dir, worker_count=f.worker_count)
         setup = build(
             TrainConfig(
-                **fields, train_size=policy, batch_size=f.batch_size, input_pipeline="grain"
+                **fields,
+                train_size=policy,
+                batch_size=f.batch_size,
+                input_pipeline=f.input_pipeline,
             )
         )
-        for _ in range(5):
-            next(setup.loader)
-        examples, start = 0, time.perf_counter()
+        jax.block_until_ready([next(setup.loader) for _ in range(5)])  # warm-up
+        examples, compiling = 0, setup.loader.compile_seconds
+        start = time.perf_counter()
         for _ in range(f.steps):
-            examples += len(next(setup.loader)["label"])
-        seconds = time.perf_counter() - start
+            batch = next(setup.loader)
+            examples += len(batch["label"])
+        jax.block_until_ready(batch)
+        # Without the device loader's compiles of shapes first met here (one per bucket).
+        seconds = time.perf_counter() - start - (setup.loader.compile_seconds - compiling)
         print(
             f"{policy:<22} {examples / seconds:>11.0f} {f.steps / seconds:>10.1f} "
             f"{len(setup.buckets):>8d} {setup.loader.padding_efficiency:>8.3f}"
