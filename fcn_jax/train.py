@@ -1,10 +1,12 @@
-"""The training loop: ``train_and_evaluate(config, workdir) -> summary``.
+"""Training: ``build(config) -> Setup``, the loop ``train(setup, workdir) -> Trained``, and
+``train_and_evaluate(config, workdir) -> summary`` (build, train, then
+:func:`fcn_jax.evaluate.evaluate_run`).
 
 Batches come in a declared, finite set of shapes (buckets); the train and eval steps are
 compiled once per shape. The loop checkpoints model, optimizer, step and loader position,
-resumes from ``workdir``, stops on a non-finite loss, and finally evaluates over a grid of
-test sizes. Outputs in ``workdir``: config.json, metrics.jsonl, tensorboard/, checkpoints/,
-summary.json and (2-D) eval_heatmap.png.
+resumes from ``workdir`` and stops on a non-finite loss. Outputs in ``workdir``: config.json,
+metrics.jsonl, tensorboard/, checkpoints/, then (evaluation) summary.json and (2-D)
+eval_heatmap.png.
 """
 
 from __future__ import annotations
