@@ -15,10 +15,10 @@ import numpy as np
 
 from fcn_jax import sharding
 from fcn_jax.config import TrainConfig
+from fcn_jax.train import TRAIN_KEYS
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 COLUMNS = ("part", "name", "value", "unit", "target", "met", "note")
-TRAIN_KEYS = ("image", "label", "sizes")
 
 
 def parse_target(target: str) -> tuple[str, float]:
@@ -127,7 +127,7 @@ class StepRunner:
 
     def placed(self, batch: dict) -> dict:
         """A loader's batch as the step takes it: global arrays split over the mesh."""
-        return sharding.to_global({k: batch[k] for k in TRAIN_KEYS}, self.setup.mesh)
+        return sharding.to_global(batch, self.setup.mesh, TRAIN_KEYS)
 
     def step(self, batch: dict) -> dict:
         self.state, metrics = self.setup.train_step(self.state, batch)

@@ -16,7 +16,7 @@ def define_flags(config_cls, help_texts: dict[str, str]) -> None:
     the field's default (None: unset, filled later by ``resolved``)."""
     from fcn_jax.config import field_types
 
-    types = field_types()
+    types = field_types(config_cls)
     for field in dataclasses.fields(config_cls):
         define = {
             bool: flags.DEFINE_boolean,

@@ -384,11 +384,12 @@ def fields_where(role: str) -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.metadata[role])
 
 
-def field_types() -> dict[str, tuple[type, bool]]:
-    """Field → (base type, whether None is allowed): what flags and sweep grids parse."""
-    hints = typing.get_type_hints(TrainConfig)
+def field_types(config_cls: type = TrainConfig) -> dict[str, tuple[type, bool]]:
+    """Field → (base type, whether None is allowed) of a config dataclass: what flags and
+    sweep grids parse."""
+    hints = typing.get_type_hints(config_cls)
     out = {}
-    for f in dataclasses.fields(TrainConfig):
+    for f in dataclasses.fields(config_cls):
         args = typing.get_args(hints[f.name])
         base = [t for t in args if t is not type(None)] or [hints[f.name]]
         out[f.name] = (base[0], type(None) in args)

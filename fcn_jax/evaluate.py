@@ -77,7 +77,7 @@ def process_totals(
     totals = dict.fromkeys(keys, 0.0)
     per_row = []  # fetched at the end: no host sync per batch
     for batch in loader:
-        inputs = to_global({k: v for k, v in batch.items() if k in EVAL_KEYS}, mesh)
+        inputs = to_global(batch, mesh, EVAL_KEYS)
         out = step(state, inputs)
         mine = own_rows(inputs["valid"])
         per_row.append((out["correct"], out["loss"], mine))
@@ -160,8 +160,7 @@ def recalibrate_bn(
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    keys = ("image", "label", "sizes")
-    stats = [stats_fn(state, to_global({k: b[k] for k in keys}, mesh)) for b in loader]
+    stats = [stats_fn(state, to_global(b, mesh, ("image", "label", "sizes"))) for b in loader]
     mean_stats = jax.tree.map(lambda *xs: sum(xs) / len(xs), *stats)
     return {**state, "rest": mean_stats}
 

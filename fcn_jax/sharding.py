@@ -23,8 +23,9 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
-def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """This process's rows of a batch → global arrays split over every device.
+def to_global(batch: dict[str, np.ndarray], mesh: Mesh, keys=None) -> dict[str, jax.Array]:
+    """This process's rows of a batch (its ``keys`` that it has; default: all) → global arrays
+    split over every device.
 
     Each host feeds its own shard (rows ``process_index::process_count`` of the global batch);
     the global batch size is the local one times the process count. Values that already are
@@ -36,6 +37,7 @@ def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
         if isinstance(v, jax.Array)
         else jax.make_array_from_process_local_data(sharding, np.ascontiguousarray(v))
         for k, v in batch.items()
+        if keys is None or k in keys
     }
 
 

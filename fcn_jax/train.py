@@ -23,7 +23,6 @@ import optax
 from absl import logging
 from flax import nnx
 
-import fcn_jax
 from fcn_jax import sharding
 from fcn_jax.checkpoint import Checkpointer, CheckpointError
 from fcn_jax.config import TrainConfig, fields_where, parse_eval_sizes
@@ -38,6 +37,7 @@ from fcn_jax.data import (
 from fcn_jax.data.augment import parse_augmentation
 from fcn_jax.data.device_loader import DeviceLoader, device_data_problem
 from fcn_jax.evaluate import evaluate_run
+from fcn_jax.models import ModelSpec, build_model
 from fcn_jax.models.strided_conv import set_conv_grad
 from fcn_jax.optim import make_optimizer, make_schedule
 from fcn_jax.outputs import MetricsWriter, read_json, write_json
@@ -57,6 +57,22 @@ def default_train_size(dataset: Dataset) -> str:
     if (sizes == sizes[0]).all():
         return f"fixed:{format_size(sizes[0])}"
     return "native"
+
+
+def model_spec(config: TrainConfig, dataset: Dataset) -> ModelSpec:
+    """The spec of the model a resolved ``config`` builds for ``dataset`` (config.json's
+    ``model_spec``)."""
+    return ModelSpec(
+        config.model,
+        dataset.num_classes,
+        dataset.in_channels,
+        dataset.spatial_dims,
+        config.width,
+        config.depth,
+        config.norm,
+        config.pool,
+        str(config.precision),
+    )
 
 
 def matmul_precision(config: TrainConfig, policy: SizePolicy) -> str | None:
@@ -118,9 +134,9 @@ def prepare_workdir(workdir: str) -> None:
 
 
 def _check_resumable(saved: dict, config: TrainConfig, workdir: str) -> None:
-    current = config.to_dict()
+    current, resumable = config.to_dict(), fields_where("resumable")
     for key, value in saved.items():
-        if key not in fields_where("resumable") and current.get(key) != value:
+        if key not in resumable and current.get(key) != value:
             raise CheckpointError(
                 f"{workdir} holds a run with --{key}={value!r} but this run has "
                 f"--{key}={current.get(key)!r}: use a new --workdir or the same flags"
@@ -192,18 +208,7 @@ def build(config: TrainConfig, dataset: Dataset | None = None) -> Setup:
     policy = parse_size_policy(train_size, d)
     if jax.default_backend() != "cpu":  # CPUs compute float32 in full at every setting
         jax.config.update("jax_default_matmul_precision", matmul_precision(config, policy))
-    model = fcn_jax.create_model(
-        config.model,
-        num_classes=dataset.num_classes,
-        in_channels=dataset.in_channels,
-        spatial_dims=d,
-        seed=config.seed,
-        width=config.width,
-        depth=config.depth,
-        norm=config.norm,
-        pool=config.pool,
-        dtype=config.precision,
-    )
+    model = build_model(model_spec(config, dataset), config.seed)
     min_size = model.min_size
     too_small = [s for s in eval_sizes if any(a < m for a, m in zip(s, min_size))]
     if too_small:
@@ -318,7 +323,7 @@ def train(setup: Setup, workdir: str) -> Trained:
     final_loss = last_train["loss"] if last_train else None
     for step in range(start_step + 1, total_steps + 1):
         batch = next(loader)
-        leaves, metrics = train_step(leaves, sharding.to_global(_pick(batch, TRAIN_KEYS), mesh))
+        leaves, metrics = train_step(leaves, sharding.to_global(batch, mesh, TRAIN_KEYS))
         window.append(metrics)  # summed at log time: no per-step dispatch
         if step % config.log_every == 0 or step == total_steps:
             check_finite(step)
@@ -381,10 +386,6 @@ def _write_config(setup: Setup, workdir: str) -> None:
             "total_steps": setup.total_steps,
         },
     )
-
-
-def _pick(batch: dict, keys) -> dict:
-    return {k: batch[k] for k in keys}
 
 
 def _batch_spec(batch: int, size, channels: int) -> dict:

@@ -26,12 +26,11 @@ from fcn_jax.config import (
     parse_eval_sizes,
 )
 from fcn_jax.data import Dataset, load_dataset, parse_size_policy
-from fcn_jax.models import ModelSpec
 from fcn_jax.runs.report import PRODUCTION_SIZE, findings, write_report
 from fcn_jax.runs.rundir import RunDir
 from fcn_jax.runs.stats import machine_info, sort_sizes, stats
 from fcn_jax.sizes import format_size
-from fcn_jax.train import default_train_size, train_and_evaluate
+from fcn_jax.train import default_train_size, model_spec, train_and_evaluate
 
 POLICIES = ("fixed", "mixed_step", "mixed_example", "native")
 POLICY_ALIASES = {"mixed": "mixed_step"}  # the name of mixed_step before mixed_example existed
@@ -224,7 +223,7 @@ def run_comparison(config: CompareConfig, workdir: str, *, command: list[str] | 
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine_info(),
         "dataset": dataset.facts(),
-        "model": {"preset": plan.base.model, **model_spec(plan.base, dataset)},
+        "model": {"preset": plan.base.model, **model_spec(plan.base, dataset).to_dict()},
         "num_params": first["num_params"],
         "config": {**plan.base.to_dict(), "train_size": None, "seed": None, "buckets": None},
         "options": {
@@ -267,21 +266,6 @@ def train_or_reuse(config: TrainConfig, rundir: RunDir, dataset: Dataset) -> tup
     logging.info("%s: training %s, seed %d", rundir.path, config.train_size, config.seed)
     summary = train_and_evaluate(config, rundir.path, dataset=dataset)
     return rundir.keep_training_measurements(old, summary), False
-
-
-def model_spec(config: TrainConfig, dataset: Dataset) -> dict:
-    """The spec of the model ``config`` builds for ``dataset`` (config.json's ``model_spec``)."""
-    return ModelSpec(
-        config.model,
-        dataset.num_classes,
-        dataset.in_channels,
-        dataset.spatial_dims,
-        config.width,
-        config.depth,
-        config.norm,
-        config.pool,
-        str(config.precision),
-    ).to_dict()
 
 
 def aggregate_policy(spec: str, runs: list[str], summaries: list[dict], reused: list[bool]):
