@@ -1,17 +1,15 @@
-"""What the benchmarks share: table rows, the machine they ran on, timing of train steps."""
+"""What the benchmarks share: table rows and their markdown, timing of train steps."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 import operator
-import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 import jax
-import numpy as np
 
 from fcn_jax import sharding
 from fcn_jax.config import TrainConfig
@@ -50,8 +48,7 @@ class Row:
     note: str = ""
 
     def __post_init__(self):
-        if self.value is not None:
-            self.value = float(self.value)
+        self.value = None if self.value is None else float(self.value)
         if self.target is not None:
             parse_target(self.target)  # fail early on a malformed target
 
@@ -66,10 +63,8 @@ class Row:
 def format_value(value: float | None) -> str:
     """Thousands separators for large values, 3 significant digits for the rest; ``"-"`` for a
     skipped measurement."""
-    if value is None:
-        return "-"
-    if not math.isfinite(value):
-        return str(value)
+    if value is None or not math.isfinite(value):
+        return "-" if value is None else str(value)
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     return str(int(value)) if value == int(value) else f"{value:.3g}"
@@ -91,16 +86,6 @@ def to_markdown(rows: list[dict[str, Any]], header: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse_markdown_table(text: str) -> list[dict[str, str]]:
-    """The rows of the table in ``to_markdown``'s output, as dicts of cell strings."""
-    rows = []
-    for line in text.splitlines():
-        if line.startswith("| ") and not line.startswith("| part |"):
-            parts = re.split(r"(?<!\\)\|", line)[1:-1]  # on bars not escaped
-            rows.append(dict(zip(COLUMNS, [p.strip().replace("\\|", "|") for p in parts])))
-    return rows
-
-
 def seed_config(**fields) -> TrainConfig:
     """The training config every step benchmark builds from (``fcn_jax.train.build``): the
     ``seed`` model from seed 0, AdamW 3e-3 at a constant rate, no label smoothing."""
@@ -120,10 +105,6 @@ class StepRunner:
         self.state = jax.tree.leaves(jax.device_put(setup.state, sharding.replicated(mesh)))
         self.batches = [self.placed(b) for b in batches]
         self.losses = [float(self.step(b)["loss"]) for b in self.batches]
-
-    @property
-    def compile_seconds(self) -> float:
-        return self.setup.train_step.compile_seconds
 
     def placed(self, batch: dict) -> dict:
         """A loader's batch as the step takes it: global arrays split over the mesh."""
@@ -160,11 +141,3 @@ def time_interleaved(runs: dict[Any, Callable[[], float]], rounds: int) -> dict[
         for name in names if r % 2 == 0 else names[::-1]:
             results[name].append(runs[name]())
     return results
-
-
-def median_rates(runners: dict, steps: int, repeats: int) -> dict[str, float]:
-    """Median examples/s of each runner (``run(n) -> examples/s``) over ``repeats``
-    interleaved windows of ``steps`` steps, after one warm-up window."""
-    runs = {name: (lambda r=r: r.run(steps)) for name, r in runners.items()}
-    rates = time_interleaved(runs, repeats + 1)
-    return {name: float(np.median(v[1:])) for name, v in rates.items()}

@@ -59,15 +59,13 @@ def main(argv) -> None:
     f = flags.FLAGS
     dataset = load_dataset(f"procedural_digits/{f.config}", f.data_dir)
     data = {"train": arrays(dataset.train), "test": arrays(dataset.test)}
-    print(
-        f"procedural_digits/{f.config}: {len(data['train'][1])} train / {len(data['test'][1])} test"
-    )
+    print(f"procedural_digits/{f.config}: {len(data['train'][1])} train / {len(data['test'][1])}")
     # Linear: softmax regression from zeros on flattened pixels standardized per position.
     flat = {k: x.reshape(len(x), -1) for k, (x, _) in data.items()}
     mean, std = flat["train"].mean(0), flat["train"].std(0) + 1e-3
     standardized = {k: ((flat[k] - mean) / std, y) for k, (_, y) in data.items()}
-    zeros = nnx.initializers.zeros
-    linear = nnx.Linear(flat["train"].shape[1], 10, kernel_init=zeros, rngs=nnx.Rngs(0))
+    zeros, pixels = nnx.initializers.zeros, flat["train"].shape[1]
+    linear = nnx.Linear(pixels, 10, kernel_init=zeros, rngs=nnx.Rngs(0))
     seed = fcn_jax.create_model("seed", num_classes=10, in_channels=1, spatial_dims=2, seed=0)
     for what, model, d, epochs, lr in (
         ("linear softmax regression", linear, standardized, f.linear_epochs, 1e-2),

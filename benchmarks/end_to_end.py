@@ -1,5 +1,5 @@
-"""Training examples/s end to end against the train step alone, per size policy and pipeline
-(what is measured: ``benchmarks/parts/end_to_end.py``).
+"""Training examples/s end to end against the train step alone and the loader alone, per size
+policy and pipeline (what is measured: ``benchmarks/parts/end_to_end.py``).
 
     python -m benchmarks.end_to_end [--dataset=procedural_digits/fixed28] [--batch_size=64]
         [--steps=300] [--policies=fixed,mixed_step,mixed_example] [--pipelines=device,grain]

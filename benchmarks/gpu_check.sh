@@ -22,24 +22,17 @@ timeout "${SUITE_SECONDS:-80}" "$PY" -m pytest -v -p no:cacheprovider -p no:benc
 echo "passed: $(grep -c PASSED "$OUT/tests_all.txt"), failed: $(grep -c FAILED "$OUT/tests_all.txt")" \
   | tee -a "$OUT/steps.txt"
 
-log "2. end to end against the step alone: batch 1024, device pipeline"
-e2e 70 --batch_size=1024 --steps=400 --policies=fixed,mixed_example --pipelines=device \
+log "2. end to end against the step alone and the loader alone: batch 1024, device pipeline"
+e2e 80 --batch_size=1024 --steps=400 --policies=fixed,mixed_example --pipelines=device \
   --out="$OUT/e2e_1024.json" | tail -2 >"$OUT/e2e_1024.txt"
 
 log "3. end to end: batch 256, device pipeline"
-e2e 60 --batch_size=256 --steps=300 --policies=fixed,mixed_example --pipelines=device \
+e2e 70 --batch_size=256 --steps=300 --policies=fixed,mixed_example --pipelines=device \
   --out="$OUT/e2e_256.json" | tail -2 >"$OUT/e2e_256.txt"
 
 log "4. the strided-conv input gradient: custom and autodiff (fixed 28, batch 1024, TF32)"
 for g in custom autodiff; do
-  e2e 25 --batch_size=1024 --steps=300 --policies=fixed --pipelines=device --conv_grad=$g \
+  e2e 35 --batch_size=1024 --steps=300 --policies=fixed --pipelines=device --conv_grad=$g \
     | tail -1 | sed "s/^/$g: /" >>"$OUT/conv_grad.txt"
-done
-log "5. the device loader alone (is it what sets the pace end to end?)"
-for b in 256 1024; do
-  timeout 40 "$PY" -m benchmarks.loader_throughput --dataset=procedural_digits/fixed28 \
-    --input_pipeline=device --batch_size=$b --steps=200 \
-    --policies=fixed:28,mixed_example:16-56:log 2>&1 | grep -v "^[IW][0-9]" | tail -3 \
-    | sed "s/^/batch $b: /" >>"$OUT/loader_device.txt"
 done
 log "done"

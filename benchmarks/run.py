@@ -47,37 +47,28 @@ def measure(level: str, out: str, data_dir: str | None = None, parts=()) -> int:
     settings = dataclasses.replace(LEVELS[level], data_dir=data_dir)
     start, date, info = time.perf_counter(), datetime.datetime.now().astimezone(), machine_info()
     rows, seconds = [], {}
-    for part in PARTS:
-        title = part.PART
-        if parts and title.split()[0] not in parts:
-            continue
-        print(f"[{title}] ...", file=sys.stderr, flush=True)
+    for part in (p for p in PARTS if not parts or p.PART.split()[0] in parts):
+        print(f"[{part.PART}] ...", file=sys.stderr, flush=True)
         part_start = time.perf_counter()
         try:
             rows += [r.to_dict() for r in part.rows(settings)]
         except Exception as e:  # report and go on with the other parts
             traceback.print_exc()
-            failed = Row(title, "part failed", None, "", note=f"failed: {type(e).__name__}: {e}")
-            rows.append(failed.to_dict())
-        seconds[title] = time.perf_counter() - part_start
-        print(f"[{title}] {seconds[title]:.1f} s", file=sys.stderr, flush=True)
-    total, end = time.perf_counter() - start, load_average()
-    result = {
-        "level": level,
-        "date": date.isoformat(timespec="seconds"),
-        "machine": info,
-        "seconds": total,
-        "part_seconds": seconds,
-        "load_average_1m_end": end,
-        "rows": rows,
-    }
+            note = f"failed: {type(e).__name__}: {e}"
+            rows.append(Row(part.PART, "part failed", None, "", note=note).to_dict())
+        seconds[part.PART] = time.perf_counter() - part_start
+        print(f"[{part.PART}] {seconds[part.PART]:.1f} s", file=sys.stderr, flush=True)
+    total, end, date = time.perf_counter() - start, load_average(), date.isoformat("T", "seconds")
     header = (
-        f"# Benchmarks ({level})\n\n{result['date']}; {info['cpu']}, {info['cores']} cores (load "
-        f"average {info['load_average_1m']:.1f} at start, {end:.1f} at the end: shared with other "
+        f"# Benchmarks ({level})\n\n{date}; {info['cpu']}, {info['cores']} cores (load average "
+        f"{info['load_average_1m']:.1f} at start, {end:.1f} at the end: shared with other "
         f"processes), JAX {info['jax']} on {len(info['devices'])} x {info['device_kind']}; "
         f"{total:.0f} s in all."
     )
-    write_json(os.path.join(out, "benchmarks.json"), result)
+    result = dict(level=level, date=date, machine=info, seconds=total, part_seconds=seconds)
+    write_json(
+        os.path.join(out, "benchmarks.json"), {**result, "load_average_1m_end": end, "rows": rows}
+    )
     write_atomic(os.path.join(out, "benchmarks.md"), to_markdown(rows, header))
     print(to_markdown(rows, header) + f"\nwrote {out}/benchmarks.json and benchmarks.md")
     return int(any(r["note"].startswith("failed:") for r in rows))

@@ -4,11 +4,23 @@
 import json
 import math
 import os
+import re
 
 import pytest
 
 from benchmarks import common
-from benchmarks.common import Row, cells, met_flag, parse_markdown_table, to_markdown
+from benchmarks.common import COLUMNS, Row, cells, met_flag, to_markdown
+
+
+def parse_markdown_table(text: str) -> list[dict[str, str]]:
+    """The rows of the table in ``to_markdown``'s output, as dicts of cell strings."""
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("| part |"):
+            parts = re.split(r"(?<!\\)\|", line)[1:-1]  # on bars not escaped
+            rows.append(dict(zip(COLUMNS, [p.strip().replace("\\|", "|") for p in parts])))
+    return rows
+
 
 PARTS = ("1 compile", "2 padding", "3 throughput", "4 vs PyTorch", "5 time to acc.", "6 end to end")
 # Rows whose value may be missing: the measurement was skipped or the goal not reached.

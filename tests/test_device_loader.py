@@ -1,6 +1,8 @@
 """The on-device input pipeline: same batches as the host loader, exact resume, jit resize,
 pipeline choice; and the strided-conv gradient chosen both ways."""
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -79,6 +81,20 @@ def test_device_resume_mid_epoch_is_exact():
     _, other_seed = _pair(source, "mixed_example:6-20", seed=4)
     with pytest.raises(ValueError, match="different seed"):
         other_seed.set_state(state)
+
+
+def test_device_loader_copies_nothing_within_an_epoch(monkeypatch):
+    """A step's rows go up with its epoch's, once: within an epoch a batch is built from what
+    the devices hold (on a GPU a per-step copy waits for the device and sets the pace)."""
+    copies, replicate = [], sharding.replicate
+    monkeypatch.setattr(sharding, "replicate", lambda *a: copies.append(1) or replicate(*a))
+    _, loader = _pair(_source((12, 12)), "mixed_example:6-20:log", "0.8-1.2", 0.1)
+    for step in range(12):  # 5 batches an epoch: new epochs at steps 0, 5 and 10
+        before, new_epoch = len(copies), step % 5 == 0
+        # Within an epoch no implicit host-to-device transfer either.
+        with contextlib.nullcontext() if new_epoch else jax.transfer_guard("disallow"):
+            jax.block_until_ready(next(loader))
+        assert len(copies) - before == (2 if new_epoch else 0), step  # the rows, the position
 
 
 @settings(max_examples=8, deadline=None)

@@ -41,7 +41,6 @@ class Settings:
     torch_sizes: tuple[int, ...] = (28, 64)
     torch_batch: int = 128
     torch_steps: int = 10
-    torch_quick: bool = False
     # 5. time to accuracy
     tta_max_steps: int = 1500
     tta_eval_every: int = 25
@@ -57,7 +56,7 @@ FULL = Settings(
     padding_datasets=("procedural_digits/variable", "procedural_digits/continuous"),
 )
 QUICK = dataclasses.replace(
-    FULL, level="quick", compile_steps=12, padding_max_k=128, rounds=3, reps=2, torch_quick=True,
+    FULL, level="quick", compile_steps=12, padding_max_k=128, rounds=3, reps=2,
     policies=tuple(p for p in FULL.policies if p[0] != "native-16"), tta_max_steps=600,
     e2e_policies=("fixed", "mixed_example"), e2e_steps=150,
 )
@@ -72,7 +71,7 @@ SMOKE = dataclasses.replace(
         ("mixed-scale", "mixed:16x16-16x32:16:scale", None), ("native", "native", "auto:2"),
         ("pad-to-max", "native", "64x64"),
     ),
-    rounds=1, reps=1, torch_sizes=(28,), torch_batch=8, torch_steps=2, torch_quick=True,
+    rounds=1, reps=1, torch_sizes=(28,), torch_batch=8, torch_steps=2,
     tta_max_steps=4, tta_eval_every=2, tta_eval_examples=32, e2e_policies=("fixed",), e2e_steps=2,
 )
 # fmt: on

@@ -8,6 +8,7 @@ from benchmarks.common import Row
 from benchmarks.parts import Settings
 from fcn_jax import create_model
 from fcn_jax.data import load_dataset, padding_efficiency, parse_size_policy, resolve_buckets
+from fcn_jax.sizes import format_size
 
 PART, GOAL = "2 padding", 0.9
 
@@ -53,7 +54,7 @@ def dataset_rows(dataset: str, sizes: np.ndarray, s: Settings) -> list[Row]:
         name = f"padding efficiency {spec}, {short}"
         rows.append(Row(PART, name, efficiency, "valid/padded", f">= {GOAL}", note))
     top = tuple(int(v) for v in sizes.max(0))
-    name = f"padding efficiency, one {'x'.join(map(str, top))} bucket, {short}"
+    name = f"padding efficiency, one {format_size(top)} bucket, {short}"
     note = "pad every example to the largest size"
     rows.append(Row(PART, name, padding_efficiency(sizes, [top]), "valid/padded", note=note))
     k = buckets_needed(sizes, GOAL, s.padding_max_k, known)

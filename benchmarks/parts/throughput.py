@@ -9,6 +9,7 @@ import numpy as np
 from benchmarks.common import Row, StepRunner, seed_config, time_interleaved
 from benchmarks.parts import Settings
 from fcn_jax.data import assign_buckets
+from fcn_jax.sizes import format_size
 from fcn_jax.train import build
 
 PART = "3 throughput"
@@ -93,13 +94,11 @@ def rows(s: Settings) -> list[Row]:
 def ratio_note(r: dict, fixed_px: float) -> str:
     """What limits a ratio: padding, and the padded px/s at its shapes relative to fixed (for
     a grid of sizes, the square ones; else the smallest and largest shape)."""
-    per = r["per_shape_px"]
-    text = f"padding eff. {r['padding']:.2f}; padded px/s {r['padded_per_s'] / fixed_px:.2f}× fixed"
+    per, text = r["per_shape_px"], f"padding eff. {r['padding']:.2f}; padded px/s "
+    text += f"{r['padded_per_s'] / fixed_px:.2f}× fixed"
     squares = [size for size in per if len(set(size)) == 1]
-    ends = sorted({min(per, key=math.prod), max(per, key=math.prod)})
-    if len(per) > 1:
-        text += "; per shape " + ", ".join(
-            f"{'x'.join(map(str, size))} {per[size] / fixed_px:.2f}×"
-            for size in (squares if len(squares) > 2 else ends)
-        )
-    return text
+    shown = (
+        squares if len(squares) > 2 else sorted({min(per, key=math.prod), max(per, key=math.prod)})
+    )
+    per_shape = ", ".join(f"{format_size(k)} {per[k] / fixed_px:.2f}×" for k in shown)
+    return text + (f"; per shape {per_shape}" if len(per) > 1 else "")

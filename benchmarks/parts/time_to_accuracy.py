@@ -44,14 +44,13 @@ def rows(s: Settings) -> list[Row]:
         "test examples"
     )
     compiles = setup.train_step.compile_seconds + eval_step.compile_seconds
-    spent = (
-        f"compiles {compiles:.1f} s, evaluations {eval_seconds - eval_step.compile_seconds:.1f} s"
-    )
-    wall = time.perf_counter() - start
-    missed = f"not reached in {s.tta_max_steps} steps ({wall:.1f} s); {what}"
+    evals = eval_seconds - eval_step.compile_seconds
     seconds, steps = reached or (None, None)
+    note = f"{what}; compiles {compiles:.1f} s, evaluations {evals:.1f} s"
+    if not reached:
+        wall = time.perf_counter() - start
+        note = f"not reached in {s.tta_max_steps} steps ({wall:.1f} s); {what}"
     examples = f"{steps * s.batch_size} examples" if reached else "not reached"
-    note = f"{what}; {spent}" if reached else missed
     return [
         Row(PART, f"seconds to {GOAL} test accuracy", seconds, "s", note=note),
         Row(PART, f"steps to {GOAL} test accuracy", steps, "steps", note=examples),

@@ -6,13 +6,12 @@ AdamW alike; the first two losses must agree. Without ``torch`` the results say 
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import time
 
 import numpy as np
 
-from benchmarks.common import Row, StepRunner, median_rates, seed_config
+from benchmarks.common import Row, StepRunner, seed_config, time_interleaved
 from benchmarks.parts import Settings
 from fcn_jax.train import build
 
@@ -21,23 +20,10 @@ RTOL = 1e-4
 HELD_BATCHES = 4
 
 
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """``torch.set_num_threads(n)`` while the block runs."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 class TorchRunner:
     """Eager PyTorch training, from the JAX ``model``'s weights (HWIO → OIHW), on loader
-    ``batches``; as ``common.StepRunner``, ``losses`` of the first two steps (done at
-    construction) and ``run(n) -> examples/s``."""
+    ``batches`` with ``threads`` CPU threads (default: PyTorch's); as ``common.StepRunner``,
+    ``losses`` of the first two steps (done at construction) and ``run(n) -> examples/s``."""
 
     def __init__(self, model, batches: list[dict], config, threads=None, device="cpu"):
         import torch
@@ -56,25 +42,29 @@ class TorchRunner:
         images = [torch.tensor(np.array(b["image"])).permute(0, 3, 1, 2) for b in batches]
         labels = [torch.tensor(np.array(b["label"])).long() for b in batches]
         self.batches = [(x.contiguous().to(device), y.to(device)) for x, y in zip(images, labels)]
-        with torch_threads(self.threads):
-            self.losses = [float(self.step(*b)) for b in self.batches[:2]]
+        self.losses = self._steps(2)[1]
 
-    def step(self, x, y):
+    def _steps(self, n: int) -> tuple[float, list[float]]:
+        """``n`` steps with this runner's thread count: their seconds (waiting for the device
+        at the end) and losses."""
         import torch
 
-        self.opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(self.model(x).mean((2, 3)), y)
-        loss.backward()
-        self.opt.step()
-        return loss.detach()
+        before, losses = torch.get_num_threads(), []
+        torch.set_num_threads(self.threads)
+        start = time.perf_counter()
+        for i in range(n):
+            x, y = self.batches[i % len(self.batches)]
+            self.opt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(self.model(x).mean((2, 3)), y)
+            loss.backward()
+            self.opt.step()
+            losses.append(loss.detach())
+        losses = [float(v) for v in losses]  # waits for the device
+        torch.set_num_threads(before)
+        return time.perf_counter() - start, losses
 
     def run(self, n: int) -> float:
-        with torch_threads(self.threads):
-            start = time.perf_counter()
-            for i in range(n):
-                loss = self.step(*self.batches[i % len(self.batches)])
-            float(loss)  # waits for the device
-            return n * len(self.batches[0][1]) / (time.perf_counter() - start)
+        return n * len(self.batches[0][1]) / self._steps(n)[0]
 
 
 def compare(size: int, batch_size: int, steps: int, repeats: int, device="cpu", **config) -> dict:
@@ -87,7 +77,8 @@ def compare(size: int, batch_size: int, steps: int, repeats: int, device="cpu", 
     if device == "cpu":
         runners["torch_1thread"] = TorchRunner(**torch_kw, threads=1)
     runners["jax"] = StepRunner(setup, batches)
-    rates = median_rates(runners, steps, repeats)
+    runs = {name: (lambda r=r: r.run(steps)) for name, r in runners.items()}  # 1 warm-up round
+    rates = {k: float(np.median(v[1:])) for k, v in time_interleaved(runs, repeats + 1).items()}
     rates.setdefault("torch_1thread", rates["torch"])
     pairs = zip(runners["jax"].losses, runners["torch"].losses)
     rel = max(abs(a - b) / abs(b) for a, b in pairs)
@@ -100,7 +91,7 @@ def compare(size: int, batch_size: int, steps: int, repeats: int, device="cpu", 
         "torch_1thread_images_per_s": rates["torch_1thread"],
         "ratio": rates["jax"] / rates["torch"],
         "ratio_vs_best_torch": rates["jax"] / max(rates["torch"], rates["torch_1thread"]),
-        "jax_compile_s": runners["jax"].compile_seconds,
+        "jax_compile_s": setup.train_step.compile_seconds,
         "first_losses_max_rel": rel,
         "same_math": rel < RTOL,
     }
@@ -110,12 +101,12 @@ def run(sizes=(28, 64), batch_sizes=(128,), steps=10, repeats=5, quick=False, **
     """One result per (batch size, size); ``kw``: ``compare``'s device and config fields."""
     if quick:
         steps, repeats = max(2, steps // 3), 3
-    if importlib.util.find_spec("torch") is None:
-        skipped = "torch not installed"
-        return [
-            {"size": s, "batch_size": b, "skipped": skipped} for b in batch_sizes for s in sizes
-        ]
-    return [compare(s, b, steps, repeats, **kw) for b in batch_sizes for s in sizes]
+    skip = None if importlib.util.find_spec("torch") else {"skipped": "torch not installed"}
+    return [
+        {"size": s, "batch_size": b, **skip} if skip else compare(s, b, steps, repeats, **kw)
+        for b in batch_sizes
+        for s in sizes
+    ]
 
 
 def torch_rows(r: dict) -> list[Row]:
@@ -144,5 +135,5 @@ def torch_rows(r: dict) -> list[Row]:
 
 def rows(s: Settings) -> list[Row]:
     config = dict(dataset=s.fixed28, data_dir=s.data_dir)
-    results = run(s.torch_sizes, (s.torch_batch,), s.torch_steps, quick=s.torch_quick, **config)
+    results = run(s.torch_sizes, (s.torch_batch,), s.torch_steps, quick=s.level != "full", **config)
     return [row for r in results for row in torch_rows(r)]
