@@ -35,4 +35,9 @@ for g in custom autodiff; do
   e2e 35 --batch_size=1024 --steps=300 --policies=fixed --pipelines=device --conv_grad=$g \
     | tail -1 | sed "s/^/$g: /" >>"$OUT/conv_grad.txt"
 done
+log "5. where the host's time goes in the batch-256 loop (cProfile, top 30 by own time)"
+timeout 70 "$PY" -m cProfile -o "$OUT/e2e_256.prof" -m benchmarks.end_to_end --batch_size=256 \
+  --steps=300 --policies=fixed --pipelines=device >/dev/null 2>&1
+"$PY" -c "import pstats, sys; pstats.Stats(sys.argv[1]).sort_stats('tottime').print_stats(30)" \
+  "$OUT/e2e_256.prof" >"$OUT/e2e_256_profile.txt" 2>&1
 log "done"
