@@ -318,6 +318,7 @@ def train(setup: Setup, workdir: str) -> Trained:
 
     progress = _Progress(total_steps, start_step)
     loop_start, window, last_logged = time.perf_counter(), [], start_step
+    compiled_before = train_step.compile_seconds + loader.compile_seconds  # --precompile's
     checkpoint_seconds = 0.0
     last_train = writer.last("train")  # when resuming a finished run there is no new loss
     final_loss = last_train["loss"] if last_train else None
@@ -344,7 +345,7 @@ def train(setup: Setup, workdir: str) -> Trained:
             checkpoint_seconds += time.perf_counter() - saving
     progress.close()
     state = jax.block_until_ready(jax.tree.unflatten(treedef, leaves))
-    compile_seconds = train_step.compile_seconds + loader.compile_seconds
+    compile_seconds = train_step.compile_seconds + loader.compile_seconds - compiled_before
     return Trained(
         state=state,
         writer=writer,
