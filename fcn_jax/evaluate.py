@@ -20,7 +20,7 @@ from fcn_jax.data import EvalLoader, Source, Subset
 from fcn_jax.outputs import write_json
 from fcn_jax.sharding import to_global
 from fcn_jax.sizes import format_size
-from fcn_jax.steps import CompiledStep
+from fcn_jax.steps import TRAIN_KEYS, CompiledStep
 
 if TYPE_CHECKING:  # the training loop imports this module
     from fcn_jax.train import Setup, Trained
@@ -160,7 +160,7 @@ def recalibrate_bn(
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    stats = [stats_fn(state, to_global(b, mesh, ("image", "label", "sizes"))) for b in loader]
+    stats = [stats_fn(state, to_global(b, mesh, TRAIN_KEYS)) for b in loader]
     mean_stats = jax.tree.map(lambda *xs: sum(xs) / len(xs), *stats)
     return {**state, "rest": mean_stats}
 
@@ -172,15 +172,20 @@ def batch_stats_step(state, batch, *, graphdef):
     return nnx.state(model, nnx.Not(nnx.Param))
 
 
+def eval_kwargs(setup: Setup, batch_size: int) -> dict:
+    """:func:`evaluate`'s batching keywords for ``setup``: any ``batch_size``, rounded up to a
+    multiple of the devices (the padding rows count for nothing)."""
+    n = setup.mesh.size
+    return dict(batch_size=-(-batch_size // n) * n, min_size=setup.model.min_size, mesh=setup.mesh)
+
+
 def evaluate_run(setup: Setup, trained: Trained, workdir: str, start_time: float) -> dict:
     """Evaluate a trained run: the test split at its own sizes, then every test size of the
     grid; write eval records, summary.json and (2-D) eval_heatmap.png; return the summary."""
-    config, mesh, state = setup.config, setup.mesh, trained.state
+    config, state = setup.config, trained.state
     test = setup.dataset.test
     test = Subset(test, config.eval_examples) if config.eval_examples else test
-    # Any eval batch size: rounded up to the devices; padding rows count for nothing.
-    eval_batch = -(-config.eval_batch_size // mesh.size) * mesh.size
-    eval_kw = dict(batch_size=eval_batch, min_size=setup.model.min_size, mesh=mesh)
+    eval_kw = eval_kwargs(setup, config.eval_batch_size)
     native = evaluate(setup.eval_step, state, test, None, mode="resize", **eval_kw)
     recal = _recalibrator(setup, state, eval_kw)
     grid = {}

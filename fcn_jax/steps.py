@@ -20,6 +20,9 @@ from flax import nnx
 
 from fcn_jax.models.layers import global_pool
 
+# The batch keys the train step takes (and BatchNorm recalibration, which runs its forward pass).
+TRAIN_KEYS = ("image", "label", "sizes")
+
 State = dict
 
 

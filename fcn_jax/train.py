@@ -42,9 +42,13 @@ from fcn_jax.models.strided_conv import set_conv_grad
 from fcn_jax.optim import make_optimizer, make_schedule
 from fcn_jax.outputs import MetricsWriter, read_json, write_json
 from fcn_jax.sizes import format_size
-from fcn_jax.steps import CompiledStep, init_state, make_eval_step, make_train_step
-
-TRAIN_KEYS = ("image", "label", "sizes")
+from fcn_jax.steps import (
+    TRAIN_KEYS,
+    CompiledStep,
+    init_state,
+    make_eval_step,
+    make_train_step,
+)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -57,6 +61,16 @@ def default_train_size(dataset: Dataset) -> str:
     if (sizes == sizes[0]).all():
         return f"fixed:{format_size(sizes[0])}"
     return "native"
+
+
+def open_dataset(config: TrainConfig) -> Dataset:
+    """The dataset of a resolved ``config``, read with its options (corrupt files, pixels)."""
+    return load_dataset(
+        config.dataset,
+        config.data_dir,
+        skip_corrupt=config.skip_corrupt,
+        pixel_range=config.pixel_bounds(),
+    )
 
 
 def model_spec(config: TrainConfig, dataset: Dataset) -> ModelSpec:
@@ -196,12 +210,7 @@ def build(config: TrainConfig, dataset: Dataset | None = None) -> Setup:
     buckets, mesh, train loader, optimizer, state and compiled steps."""
     config = config.resolved()
     _setup_jax(config)
-    dataset = dataset or load_dataset(
-        config.dataset,
-        config.data_dir,
-        skip_corrupt=config.skip_corrupt,
-        pixel_range=config.pixel_bounds(),
-    )
+    dataset = dataset or open_dataset(config)
     d = dataset.spatial_dims
     eval_sizes = parse_eval_sizes(config.eval_sizes, d)
     train_size = config.train_size or default_train_size(dataset)

@@ -17,7 +17,6 @@ from tiny import TINY_TRAIN
 import fcn_jax.train
 from fcn_jax.config import TrainConfig, parse_eval_sizes
 from fcn_jax.data import load_dataset, parse_size_policy
-from fcn_jax.runs import compare
 from fcn_jax.runs.compare import (
     DEFAULT_EXAMPLE_OPTIONS,
     STEP_GRID_VALUES,
@@ -153,22 +152,19 @@ def test_second_invocation_reuses_finished_runs(compared, tfds_dir):
 
 
 def test_the_dataset_is_opened_once(tfds_dir, tmp_path, monkeypatch):
-    """Every run of a library call trains on the comparison's open dataset."""
-    opened, real = [], compare.load_dataset
+    """Every run of a library call trains on the comparison's open dataset: the comparison
+    and its runs open datasets through ``fcn_jax.train.open_dataset``, once in all."""
+    opened, real = [], fcn_jax.train.load_dataset
 
     def counted(*args, **kw):
         opened.append(args)
         return real(*args, **kw)
 
-    def reopened(*args, **kw):
-        raise AssertionError("a run opened the dataset again")
-
-    monkeypatch.setattr(compare, "load_dataset", counted)
-    monkeypatch.setattr(fcn_jax.train, "load_dataset", reopened)
+    monkeypatch.setattr(fcn_jax.train, "load_dataset", counted)
     train = TrainConfig(**{**TRAIN_DEFAULTS, **TINY, "data_dir": tfds_dir})
     config = CompareConfig(train=train, seeds=2, policies=("fixed",), fixed_size="24")
     results = run_comparison(config, str(tmp_path))
-    assert len(opened) == 1
+    assert len(opened) == 1, f"opened {len(opened)} times: a run opened the dataset again"
     assert results["policies"]["fixed"]["reused"] == [False, False]
     assert results["dataset"]["name"] == TINY["dataset"]
 

@@ -25,12 +25,12 @@ from fcn_jax.config import (
     TrainConfig,
     parse_eval_sizes,
 )
-from fcn_jax.data import Dataset, load_dataset, parse_size_policy
+from fcn_jax.data import Dataset, parse_size_policy
 from fcn_jax.runs.report import PRODUCTION_SIZE, findings, write_report
 from fcn_jax.runs.rundir import RunDir
 from fcn_jax.runs.stats import machine_info, sort_sizes, stats
 from fcn_jax.sizes import format_size
-from fcn_jax.train import default_train_size, model_spec, train_and_evaluate
+from fcn_jax.train import default_train_size, model_spec, open_dataset, train_and_evaluate
 
 POLICIES = ("fixed", "mixed_step", "mixed_example", "native")
 POLICY_ALIASES = {"mixed": "mixed_step"}  # the name of mixed_step before mixed_example existed
@@ -203,9 +203,7 @@ def run_comparison(config: CompareConfig, workdir: str, *, command: list[str] | 
     start = time.perf_counter()
     base = config.validate().train.resolved(TRAIN_DEFAULTS)
     # Opened once, for every run (opening a folder dataset reads each of its files).
-    dataset = load_dataset(
-        base.dataset, base.data_dir, skip_corrupt=base.skip_corrupt, pixel_range=base.pixel_bounds()
-    )
+    dataset = open_dataset(base)
     plan = plan_comparison(config, base, dataset, workdir)
     os.makedirs(workdir, exist_ok=True)
     per_policy = {}
