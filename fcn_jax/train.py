@@ -112,7 +112,8 @@ def _setup_jax(config: TrainConfig) -> None:
 
 def make_train_loader(config: TrainConfig, dataset: Dataset, policy, buckets, mesh, min_size):
     """The device loader when ``--input_pipeline`` asks for it or (auto) the train split fits
-    on the devices, else the host (Grain) loader; both follow the same plan."""
+    on the devices, else the host (Grain) loader, whose batches a Grain thread copies to the
+    devices ahead of the step; both follow the same plan."""
     problem = device_data_problem(dataset.train, config.device_data_fraction)
     if config.input_pipeline == "device" and problem:
         raise ValueError(f"--input_pipeline=device: the train split of {dataset.name}: {problem}")
@@ -131,6 +132,7 @@ def make_train_loader(config: TrainConfig, dataset: Dataset, policy, buckets, me
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         worker_count=config.worker_count,
+        mesh=mesh,
         **kw,
     )
 

@@ -4,6 +4,7 @@ import itertools
 import json
 import math
 
+import jax
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,6 +13,7 @@ from loaders import make_loader as _loader
 from loaders import same as _same
 from loaders import take as _take
 
+from fcn_jax import sharding
 from fcn_jax.data import (
     EvalLoader,
     auto_buckets,
@@ -359,11 +361,28 @@ def test_eval_1d(tmp_path):
 
 
 def test_worker_processes_give_the_same_batches(small):
-    """Grain multiprocessing (the loader pickled to a worker) yields the threads' batches, and
-    resumes at the same step."""
+    """Grain multiprocessing (the loader pickled to a worker, without its mesh) yields the
+    threads' batches, also when copied to the devices, and resumes at the same step."""
+    mesh = sharding.make_mesh()
     threads = _loader(small, "mixed_example:6-20", min_size=(4, 4))
-    workers = _loader(small, "mixed_example:6-20", min_size=(4, 4), worker_count=1)
-    assert _same(_take(threads, 9), _take(workers, 9))  # crosses an epoch (60 // 8 = 7)
+    workers = _loader(small, "mixed_example:6-20", min_size=(4, 4), worker_count=1, mesh=mesh)
+    assert _same(_take(threads, 9), jax.device_get(_take(workers, 9)))  # crosses an epoch
     resumed = _loader(small, "mixed_example:6-20", min_size=(4, 4), worker_count=1)
     resumed.set_state(workers.get_state())
     assert _same(_take(threads, 2), _take(resumed, 2))
+
+
+@pytest.mark.parametrize("spec", ["native", "mixed_example:6-20"])
+def test_device_prefetch_gives_the_same_batches(small, spec):
+    """With a mesh the Grain loader's batches are global arrays split over it, copied ahead
+    by a prefetch thread: the same values, and an exact resume (the prefetched ones are
+    dropped)."""
+    mesh = sharding.make_mesh()
+    host = _take(_loader(small, spec, min_size=(4, 4)), 10)
+    loader = _loader(small, spec, min_size=(4, 4), mesh=mesh)
+    got = _take(loader, 7)
+    assert all(v.sharding == sharding.batch_sharded(mesh) for b in got for v in b.values())
+    state = loader.get_state()
+    resumed = _loader(small, spec, min_size=(4, 4), mesh=mesh)
+    resumed.set_state(state)
+    assert _same(host, jax.device_get(got + _take(resumed, 3)))

@@ -13,13 +13,17 @@ Every batch is ``{"image": (B, *size, C) float32, "label": (B,) int32, "sizes": 
 
 from __future__ import annotations
 
+import functools
 import sys
+import weakref
 from collections.abc import Iterator, Sequence
 
 import grain
+import jax
 import numpy as np
 from absl import flags
 
+from fcn_jax import sharding
 from fcn_jax.data.augment import Augmentation
 from fcn_jax.data.plan import BatchPlan, effective_sizes
 from fcn_jax.data.policies import (
@@ -33,6 +37,9 @@ from fcn_jax.data.policies import (
 from fcn_jax.data.sources import Source
 
 Batch = dict[str, np.ndarray]
+# Batches a TrainLoader with a mesh keeps on the devices ahead of the step: the copy of the
+# next one runs while the current step computes.
+DEVICE_PREFETCH = 2
 
 
 def _fit_min_size(image: np.ndarray, min_size: Sequence[int]) -> np.ndarray:
@@ -94,6 +101,9 @@ class TrainLoader(BatchPlan):
       num_threads, prefetch: Grain background threads and batches read ahead.
       worker_count: batches are made in this many processes (Grain multiprocessing; the
         loader and its source are pickled to each) instead of this process's threads.
+      mesh: when given, batches are global arrays split over it (``sharding.to_global``),
+        copied to the devices by a Grain prefetch thread up to ``DEVICE_PREFETCH`` batches
+        ahead, so the copy overlaps the running step; else numpy arrays.
     """
 
     pipeline = "grain"  # the summary's input_pipeline
@@ -114,6 +124,7 @@ class TrainLoader(BatchPlan):
         num_threads: int = 2,
         prefetch: int = 4,
         worker_count: int = 0,
+        mesh: jax.sharding.Mesh | None = None,
     ):
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} not in [0, {process_count})")
@@ -130,6 +141,7 @@ class TrainLoader(BatchPlan):
         )
         self.process_index = process_index
         self._reading = (num_threads, prefetch, worker_count)
+        self._mesh, self._iter = mesh, None
         self._seek(0)
 
     def _load(self, step: int) -> Batch:
@@ -170,6 +182,8 @@ class TrainLoader(BatchPlan):
     def _seek(self, step: int) -> None:
         """Read from global step ``step`` on (element ``i`` is global step ``step + i``)."""
         num_threads, prefetch, workers = self._reading
+        if self._iter is not None:
+            self._closer()  # stops the old iterator's threads
         self._iter = None  # not pickled along with the loader
         ds = grain.MapDataset.range(step, sys.maxsize).map(self._load)
         options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
@@ -178,10 +192,18 @@ class TrainLoader(BatchPlan):
             if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags (defaults here)
                 flags.FLAGS.mark_as_parsed()
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+        if self._mesh is not None:  # the second stage of grain.experimental.device_put
+            put = functools.partial(sharding.to_global, mesh=self._mesh)
+            ds = grain.experimental.ThreadPrefetchIterDataset(
+                ds.map(put), prefetch_buffer_size=DEVICE_PREFETCH
+            )
         self._iter, self._next = iter(ds), step
+        # Closed when replaced or at exit: a prefetch thread still copying to the devices
+        # while the interpreter shuts down aborts it.
+        self._closer = weakref.finalize(self, self._iter.close)
 
     def __getstate__(self) -> dict:
-        return {**super().__getstate__(), "_iter": None}
+        return {**super().__getstate__(), "_iter": None, "_mesh": None, "_closer": None}
 
 
 class EvalLoader:
