@@ -26,9 +26,9 @@ log "2. end to end against the step alone and the loader alone: batch 1024, devi
 e2e 80 --batch_size=1024 --steps=400 --policies=fixed,mixed_example --pipelines=device \
   --out="$OUT/e2e_1024.json" | tail -2 >"$OUT/e2e_1024.txt"
 
-log "3. end to end: batch 256, device pipeline"
-e2e 70 --batch_size=256 --steps=300 --policies=fixed,mixed_example --pipelines=device \
-  --out="$OUT/e2e_256.json" | tail -2 >"$OUT/e2e_256.txt"
+log "3. end to end: batch 256, device pipeline and Grain (host threads, prefetched to the GPU)"
+e2e 110 --batch_size=256 --steps=300 --policies=fixed,mixed_example --pipelines=device,grain \
+  --out="$OUT/e2e_256.json" | tail -4 >"$OUT/e2e_256.txt"
 
 log "4. the strided-conv input gradient: custom and autodiff (fixed 28, batch 1024, TF32)"
 for g in custom autodiff; do

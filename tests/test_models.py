@@ -59,6 +59,10 @@ def test_seed_shapes_layer_by_layer():
     ]
     assert model.class_map(jnp.ones((4, 28, 16, 1))).shape == (4, 3, 2, 10)
     assert model.min_size == (8, 8)
+    # A fourth stage (3-wide) ceil-halves: 14 -> 7 -> 3 -> 1 -> 1, the minimum size stays 8.
+    deep = fcn_jax.create_model("seed", num_classes=10, depth=4, width=0.125)
+    assert deep.class_map(jnp.ones((1, 14, 64, 1))).shape == (1, 1, 4, 10)
+    assert deep.min_size == (8, 8)
 
 
 def n_params(name, **kw):
@@ -119,9 +123,13 @@ def rel_err(a, b):
 
 
 @pytest.mark.parametrize("spatial_dims", [1, 2])
-@pytest.mark.parametrize("name,norm", PRESET_NORMS)
-def test_padded_equals_alone(name, norm, spatial_dims):
-    model = fcn_jax.create_model(name, spatial_dims=spatial_dims, norm=norm, seed=1, **TINY)
+@pytest.mark.parametrize(
+    "name,norm,depth", [(*p, None) for p in PRESET_NORMS] + [("seed", None, 4)]
+)
+def test_padded_equals_alone(name, norm, depth, spatial_dims):
+    model = fcn_jax.create_model(
+        name, spatial_dims=spatial_dims, norm=norm, depth=depth, seed=1, **TINY
+    )
     model.eval()
     rng = np.random.default_rng(spatial_dims)
     lo = model.min_size[0]

@@ -20,11 +20,15 @@ def _ch(base: int, width: float) -> int:
 
 def seed_body(spec: ModelSpec, conv) -> tuple[list, int]:
     """The network from the discussion: 4-wide stride-2 convolutions (padding 1) that floor-halve
-    the size, 32 → 64 → 128 channels (doubling per extra stage), ReLU."""
+    the size, 32 → 64 → 128 channels (doubling per extra stage), ReLU; receptive field 22.
+
+    Stages after the third are 3-wide (padding 1: ceil-halving, 1 → 1), so depth widens the
+    receptive field (38 at depth 4) and keeps the minimum size at 8; a fourth 4-wide stage would
+    map 1 → 0 and raise it to 16."""
     layers, c = [], spec.in_channels
     for i in range(spec.depth or 3):
         out = _ch(32 * 2**i, spec.width)
-        layers.append(conv(c, out, 4, 2, pad=(1, 1)))
+        layers.append(conv(c, out, 4 if i < 3 else 3, 2, pad=(1, 1)))
         c = out
     return layers, c
 
