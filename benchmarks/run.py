@@ -58,14 +58,14 @@ def measure(level: str, out: str, data_dir: str | None = None, parts=()) -> int:
             rows.append(Row(part.PART, "part failed", None, "", note=note).to_dict())
         seconds[part.PART] = time.perf_counter() - part_start
         print(f"[{part.PART}] {seconds[part.PART]:.1f} s", file=sys.stderr, flush=True)
-    total, end, date = time.perf_counter() - start, load_average(), date.isoformat("T", "seconds")
+    total, end, stamp = time.perf_counter() - start, load_average(), date.isoformat("T", "seconds")
     header = (
-        f"# Benchmarks ({level})\n\n{date}; {info['cpu']}, {info['cores']} cores (load average "
+        f"# Benchmarks ({level})\n\n{stamp}; {info['cpu']}, {info['cores']} cores (load average "
         f"{info['load_average_1m']:.1f} at start, {end:.1f} at the end: shared with other "
         f"processes), JAX {info['jax']} on {len(info['devices'])} x {info['device_kind']}; "
         f"{total:.0f} s in all."
     )
-    result = dict(level=level, date=date, machine=info, seconds=total, part_seconds=seconds)
+    result = dict(level=level, date=stamp, machine=info, seconds=total, part_seconds=seconds)
     write_json(
         os.path.join(out, "benchmarks.json"), {**result, "load_average_1m_end": end, "rows": rows}
     )

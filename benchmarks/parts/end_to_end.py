@@ -20,7 +20,7 @@ import jax
 from benchmarks.common import Row, StepRunner
 from benchmarks.parts import Settings
 from fcn_jax.config import TrainConfig
-from fcn_jax.train import build, train_and_evaluate
+from fcn_jax.train import build, open_dataset, train_and_evaluate
 
 POLICIES = {
     "fixed": "fixed:28",
@@ -40,18 +40,18 @@ def config_for(label: str, pipeline: str, **overrides) -> TrainConfig:
     )
 
 
-def step_alone(config: TrainConfig) -> float:
+def step_alone(config: TrainConfig, dataset) -> float:
     """Examples/s of ``config``'s compiled train step on the run's own batches, all on the
     device beforehand (each shape compiled and run once before the clock starts)."""
-    setup = build(config)
+    setup = build(config, dataset)
     batches = [next(setup.loader) for _ in range(setup.total_steps)]
     runner = StepRunner(setup, list({b["image"].shape: b for b in batches}.values()))
     return runner.run(len(batches), [runner.placed(b) for b in batches])
 
 
-def loader_alone(config: TrainConfig) -> float:
+def loader_alone(config: TrainConfig, dataset) -> float:
     """Examples/s of ``config``'s training loader alone, after 5 untimed batches."""
-    loader = build(config).loader
+    loader = build(config, dataset).loader
     jax.block_until_ready([next(loader) for _ in range(5)])
     examples, compiling, start = 0, loader.compile_seconds, time.perf_counter()
     for _ in range(config.steps):
@@ -62,18 +62,19 @@ def loader_alone(config: TrainConfig) -> float:
 
 
 def run(policies, pipelines, **overrides) -> list[dict]:
-    """One row per policy and pipeline; the step alone is measured once per policy.
-    ``overrides``: TrainConfig fields (``steps`` required)."""
-    rows = []
+    """One row per policy and pipeline; the step alone is measured once per policy, the
+    dataset opened once. ``overrides``: TrainConfig fields (``steps`` required)."""
+    rows, dataset = [], open_dataset(config_for(policies[0], "device", **overrides).resolved())
     for label in policies:
-        alone = step_alone(config_for(label, "device", **overrides))
+        alone = step_alone(config_for(label, "device", **overrides), dataset)
         for pipeline in pipelines:
+            config = config_for(label, pipeline, **overrides)
             with tempfile.TemporaryDirectory() as workdir:
-                summary = train_and_evaluate(config_for(label, pipeline, **overrides), workdir)
+                summary = train_and_evaluate(config, workdir, dataset)
             # The loop without its checkpoint saves (synchronous; reported apart).
             seconds = summary["train_examples"] / summary["train_examples_per_sec"]
             rate = summary["train_examples"] / (seconds - summary["checkpoint_seconds"])
-            loader = loader_alone(config_for(label, pipeline, **overrides))
+            loader = loader_alone(config, dataset)
             rows.append(
                 {
                     "policy": label,

@@ -94,8 +94,8 @@ def rows(s: Settings) -> list[Row]:
 def ratio_note(r: dict, fixed_px: float) -> str:
     """What limits a ratio: padding, and the padded px/s at its shapes relative to fixed (for
     a grid of sizes, the square ones; else the smallest and largest shape)."""
-    per, text = r["per_shape_px"], f"padding eff. {r['padding']:.2f}; padded px/s "
-    text += f"{r['padded_per_s'] / fixed_px:.2f}× fixed"
+    per = r["per_shape_px"]
+    text = f"padding eff. {r['padding']:.2f}; padded px/s {r['padded_per_s'] / fixed_px:.2f}× fixed"
     squares = [size for size in per if len(set(size)) == 1]
     shown = (
         squares if len(squares) > 2 else sorted({min(per, key=math.prod), max(per, key=math.prod)})
