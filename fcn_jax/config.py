@@ -134,6 +134,12 @@ class TrainConfig:
         "re-estimate BatchNorm statistics at each test size before testing",
         resumable=True,
     )
+    tta_sizes: str | None = _field(
+        None,
+        "test-time augmentation: also test with each example's logits averaged over these "
+        "sizes (e.g. 28,42,56), reported in summary.json as tta_accuracy",
+        resumable=True,
+    )
     epochs: float | None = _field(
         None,
         "training length in epochs (instead of --steps)",
@@ -327,6 +333,7 @@ class TrainConfig:
         for name, parse in (
             ("train_size", lambda v, d: parse_size_policy(v, d)),
             ("eval_sizes", parse_eval_sizes),
+            ("tta_sizes", parse_tta_sizes),
             (
                 "buckets",
                 lambda v, d: resolve_buckets(v, parse_size_policy("native", d), [(1,) * d]),
@@ -396,23 +403,35 @@ def field_types(config_cls: type = TrainConfig) -> dict[str, tuple[type, bool]]:
     return out
 
 
-def parse_eval_sizes(spec: str | None, spatial_dims: int) -> list[Size]:
-    """``"28,28x16"`` → [(28, 28), (28, 16)]; ``"grid:16,28"`` → every (h, w) pair (2-D)."""
+def parse_eval_sizes(
+    spec: str | None, spatial_dims: int, *, flag: str = "eval_sizes", grid: bool = True
+) -> list[Size]:
+    """``"28,28x16"`` → [(28, 28), (28, 16)]; ``"grid:16,28"`` → every (h, w) pair (2-D).
+    ``flag`` names the flag in errors; ``grid=False`` rejects the ``grid:`` form."""
     if spec is None:
         spec = DEFAULT_EVAL_SIZES_2D if spatial_dims == 2 else DEFAULT_EVAL_SIZES_1D
-    grid = spec.startswith("grid:")
+    is_grid = spec.startswith("grid:")
     items = [t.strip() for t in spec.removeprefix("grid:").split(",") if t.strip()]
-    if not items or (grid and spatial_dims != 2):
-        raise ValueError(f"--eval_sizes={spec!r}: expected a list like 28,28x16 or grid:16,28,40")
+    if not items or (is_grid and (spatial_dims != 2 or not grid)):
+        forms = "28,28x16 or grid:16,28,40" if grid else "28,42,56 (no grid:)"
+        raise ValueError(f"--{flag}={spec!r}: expected a list like {forms}")
     try:
-        if grid:
+        if is_grid:
             if any("x" in t for t in items):
                 raise ValueError("grid: takes single numbers (every HxW pair of them is tested)")
             values = sorted({parse_size(t, 1)[0] for t in items})
             return [(h, w) for h in values for w in values]
         return list(dict.fromkeys(parse_size(t, spatial_dims) for t in items))
     except ValueError as e:
-        raise ValueError(f"--eval_sizes={spec!r}: {e}") from None
+        raise ValueError(f"--{flag}={spec!r}: {e}") from None
+
+
+def parse_tta_sizes(spec: str | None, spatial_dims: int) -> list[Size]:
+    """``"28,42"`` → [(28, 28), (42, 42)] (2-D): the sizes whose logits test-time
+    augmentation averages; [] when unset. A list only (no ``grid:``)."""
+    if spec is None:
+        return []
+    return parse_eval_sizes(spec, spatial_dims, flag="tta_sizes", grid=False)
 
 
 size_key = format_size  # the name the result files' readers know

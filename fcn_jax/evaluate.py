@@ -1,5 +1,5 @@
 """Evaluation: one test size (sharded over processes), a run's grid of test sizes with its
-summary, and BatchNorm recalibration per size."""
+summary, BatchNorm recalibration per size, and test-time averaging of logits over sizes."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from fcn_jax.data import EvalLoader, Source, Subset
 from fcn_jax.outputs import write_json
 from fcn_jax.sharding import to_global
 from fcn_jax.sizes import format_size
-from fcn_jax.steps import TRAIN_KEYS, CompiledStep
+from fcn_jax.steps import TRAIN_KEYS, CompiledStep, make_logits_step
 
 if TYPE_CHECKING:  # the training loop imports this module
     from fcn_jax.train import Setup, Trained
@@ -62,17 +62,7 @@ def process_totals(
 
     ``process`` is ``(index, count)``; only this process's rows are read from ``source``.
     """
-    index, count = process
-    loader = EvalLoader(
-        source,
-        size,
-        mode,
-        batch_size,
-        buckets,
-        min_size=min_size,
-        process_index=index,
-        process_count=count,
-    )
+    loader = _eval_loader(source, size, mode, batch_size, buckets, min_size, process)
     keys = ("count", "correct", "loss", *(("hits",) if source.has_bbox else ()))
     totals = dict.fromkeys(keys, 0.0)
     per_row = []  # fetched at the end: no host sync per batch
@@ -90,6 +80,83 @@ def process_totals(
         totals["correct"] += float(correct[mine].sum())
         totals["loss"] += float(loss[mine].sum())
     return totals
+
+
+def _eval_loader(source, size, mode, batch_size, buckets, min_size, process) -> EvalLoader:
+    """The batches of this process's rows (``process`` = (index, count)) of ``source``."""
+    index, count = process
+    return EvalLoader(
+        source,
+        size,
+        mode,
+        batch_size,
+        buckets,
+        min_size=min_size,
+        process_index=index,
+        process_count=count,
+    )
+
+
+def process_logits(
+    step: CompiledStep,
+    state,
+    source: Source,
+    size: Sequence[int],
+    *,
+    mode: str,
+    batch_size: int,
+    min_size: Sequence[int],
+    mesh: Mesh,
+    process: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One process's rows of every (global, ``batch_size``) batch at test ``size``, padding
+    rows included, in the loader's order (the same at every size): logits (N, K) float32 of
+    ``step`` (a :func:`~fcn_jax.steps.logits_step`), labels (N,) and valid (N,) bool."""
+    loader = _eval_loader(source, size, mode, batch_size, None, min_size, process)
+    logits, labels, valid = [], [], []
+    for batch in loader:
+        inputs = to_global(batch, mesh, ("image", "sizes", "valid"))
+        logits.append((step(state, inputs)["logits"], own_rows(inputs["valid"])))
+        labels.append(batch["label"])
+        valid.append(batch["valid"])
+    fetched = jax.device_get(logits)  # once at the end: no host sync per batch
+    rows = np.concatenate([z[mine] for z, mine in fetched])
+    return rows, np.concatenate(labels), np.concatenate(valid).astype(bool)
+
+
+def averaged_logits(step: CompiledStep, state_at, source: Source, sizes, **kw):
+    """:func:`process_logits` (its keyword arguments) with the logits averaged over test
+    ``sizes`` per row: (N, K) float32, labels (N,), valid (N,). ``state_at(size)`` is the
+    state to test at ``size`` (BatchNorm statistics recalibrated there, or the same)."""
+    total = None
+    for size in sizes:
+        logits, labels, valid = process_logits(step, state_at(size), source, size, **kw)
+        total = logits if total is None else total + logits
+    return total / len(sizes), labels, valid
+
+
+def logit_totals(logits: np.ndarray, labels: np.ndarray, valid: np.ndarray) -> dict[str, float]:
+    """Sums over the valid rows of logits (N, K) with labels (N,): ``{"count", "correct",
+    "loss"}`` (cross-entropy in float64 on the host; padding rows count for nothing)."""
+    z = logits.astype(np.float64)
+    top = z.max(-1)
+    loss = top + np.log(np.exp(z - top[:, None]).sum(-1)) - z[np.arange(len(z)), labels]
+    correct = z.argmax(-1) == labels
+    return {
+        "count": float(valid.sum()),
+        "correct": float(correct[valid].sum()),
+        "loss": float(loss[valid].sum()),
+    }
+
+
+def evaluate_tta(step: CompiledStep, state_at, source: Source, sizes, **kw) -> dict[str, float]:
+    """Accuracy and loss of each example's logits averaged over test ``sizes`` (see
+    :func:`averaged_logits`; keywords: ``mode``, ``batch_size``, ``min_size``, ``mesh``):
+    ``{"accuracy", "loss", "examples"}``. Each process averages its own rows (the same rows
+    at every size) and the processes' sums are combined."""
+    process = (jax.process_index(), jax.process_count())
+    totals = logit_totals(*averaged_logits(step, state_at, source, sizes, process=process, **kw))
+    return summarize(sum_over_processes(totals))
 
 
 def own_rows(array: jax.Array) -> np.ndarray:
@@ -180,8 +247,9 @@ def eval_kwargs(setup: Setup, batch_size: int) -> dict:
 
 
 def evaluate_run(setup: Setup, trained: Trained, workdir: str, start_time: float) -> dict:
-    """Evaluate a trained run: the test split at its own sizes, then every test size of the
-    grid; write eval records, summary.json and (2-D) eval_heatmap.png; return the summary."""
+    """Evaluate a trained run: the test split at its own sizes, every test size of the grid,
+    then (``--tta_sizes``) the logits averaged over sizes; write eval records, summary.json
+    and (2-D) eval_heatmap.png; return the summary."""
     config, state = setup.config, trained.state
     test = setup.dataset.test
     test = Subset(test, config.eval_examples) if config.eval_examples else test
@@ -194,12 +262,17 @@ def evaluate_run(setup: Setup, trained: Trained, workdir: str, start_time: float
         grid[format_size(size)] = evaluate(
             setup.eval_step, size_state, test, size, mode=config.eval_mode, **eval_kw
         )
+    tta, tta_compiles = _tta(setup, state, test, recal, eval_kw) if setup.tta_sizes else ({}, 0)
     for key, result in grid.items():
         trained.writer.write(setup.total_steps, "eval", {"size": key, **result})
     trained.writer.write(setup.total_steps, "test", native)
+    if tta:
+        trained.writer.write(setup.total_steps, "tta", tta)
     trained.writer.close()
-    eval_compiles = setup.eval_step.compiles + (recal.compiles if recal else 0)
+    eval_compiles = setup.eval_step.compiles + (recal.compiles if recal else 0) + tta_compiles
     summary = run_summary(setup, trained, native, grid, eval_compiles)
+    if tta:
+        summary.update(tta_sizes=tta["sizes"], tta_accuracy=tta["accuracy"], tta_loss=tta["loss"])
     summary["wall_time_s"] = time.perf_counter() - start_time
     if jax.process_index() == 0:
         write_json(os.path.join(workdir, "summary.json"), summary)
@@ -209,6 +282,16 @@ def evaluate_run(setup: Setup, trained: Trained, workdir: str, start_time: float
             title = f"{config.model} trained on {setup.train_size}"
             heatmap(summary["eval_accuracy"], os.path.join(workdir, "eval_heatmap.png"), title)
     return summary
+
+
+def _tta(setup: Setup, state, test: Source, recal, eval_kw) -> tuple[dict, int]:
+    """``--tta_sizes``: the averaged-logits result with its ``sizes`` (the tta record), and the
+    compiles of its logits step (one per size: each is one batch shape)."""
+    step = make_logits_step(setup.eval_graphdef, **setup.steps_kw)
+    state_at = recal or (lambda size: state)
+    mode = setup.config.eval_mode
+    result = evaluate_tta(step, state_at, test, setup.tta_sizes, mode=mode, **eval_kw)
+    return {"sizes": [format_size(s) for s in setup.tta_sizes], **result}, step.compiles
 
 
 def run_summary(setup: Setup, trained: Trained, native: dict, grid: dict, eval_compiles: int):

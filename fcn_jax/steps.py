@@ -111,6 +111,17 @@ def eval_step(
     return out
 
 
+def logits_step(
+    state: State, batch: dict[str, jax.Array], *, graphdef: nnx.GraphDef
+) -> dict[str, jax.Array]:
+    """Per-row logits on ``batch`` = {image (B, *S, C), sizes (B, D)}: ``{"logits": (B, K)
+    float32}``, padding rows included (the caller drops them), computed as :func:`eval_step`
+    computes them: for test-time averaging over sizes (``fcn_jax.evaluate``)."""
+    model = nnx.merge(graphdef, state["params"], state["rest"])
+    cmap, out_sizes = model.features(batch["image"], batch["sizes"])
+    return {"logits": global_pool(cmap, out_sizes, model.spec.pool).astype(jnp.float32)}
+
+
 def batch_key(batch) -> tuple:
     return tuple(sorted((k, tuple(v.shape), str(v.dtype)) for k, v in batch.items()))
 
@@ -198,3 +209,8 @@ def make_train_step(
 def make_eval_step(graphdef, *, with_maps, state_sharding, batch_sharding):
     fn = functools.partial(eval_step, graphdef=graphdef, with_maps=with_maps)
     return CompiledStep(fn, "eval", state_sharding, batch_sharding, donate=False)
+
+
+def make_logits_step(graphdef, *, state_sharding, batch_sharding):
+    fn = functools.partial(logits_step, graphdef=graphdef)
+    return CompiledStep(fn, "logits", state_sharding, batch_sharding, donate=False)

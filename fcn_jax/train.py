@@ -25,7 +25,7 @@ from flax import nnx
 
 from fcn_jax import sharding
 from fcn_jax.checkpoint import Checkpointer, CheckpointError
-from fcn_jax.config import TrainConfig, fields_where, parse_eval_sizes
+from fcn_jax.config import TrainConfig, fields_where, parse_eval_sizes, parse_tta_sizes
 from fcn_jax.data import (
     Dataset,
     SizePolicy,
@@ -191,6 +191,7 @@ class Setup:
     train_size: str
     policy: SizePolicy
     eval_sizes: list[tuple[int, ...]]
+    tta_sizes: list[tuple[int, ...]]  # [] without --tta_sizes
     model: nnx.Module
     buckets: list[tuple[int, ...]]
     mesh: jax.sharding.Mesh
@@ -215,15 +216,17 @@ def build(config: TrainConfig, dataset: Dataset | None = None) -> Setup:
     dataset = dataset or open_dataset(config)
     d = dataset.spatial_dims
     eval_sizes = parse_eval_sizes(config.eval_sizes, d)
+    tta_sizes = parse_tta_sizes(config.tta_sizes, d)
     train_size = config.train_size or default_train_size(dataset)
     policy = parse_size_policy(train_size, d)
     if jax.default_backend() != "cpu":  # CPUs compute float32 in full at every setting
         jax.config.update("jax_default_matmul_precision", matmul_precision(config, policy))
     model = build_model(model_spec(config, dataset), config.seed)
     min_size = model.min_size
-    too_small = [s for s in eval_sizes if any(a < m for a, m in zip(s, min_size))]
-    if too_small:
-        raise ValueError(f"--eval_sizes: {too_small} below the model's minimum size {min_size}")
+    for flag, sizes in (("eval_sizes", eval_sizes), ("tta_sizes", tta_sizes)):
+        too_small = [s for s in sizes if any(a < m for a, m in zip(s, min_size))]
+        if too_small:
+            raise ValueError(f"--{flag}: {too_small} below the model's minimum size {min_size}")
     example_sizes = dataset.train.sizes() if policy.kind == "native" else np.zeros((0, d))
     buckets = resolve_buckets(config.buckets, policy, example_sizes, min_size=min_size)
     mesh = sharding.make_mesh()
@@ -253,6 +256,7 @@ def build(config: TrainConfig, dataset: Dataset | None = None) -> Setup:
         train_size=train_size,
         policy=policy,
         eval_sizes=eval_sizes,
+        tta_sizes=tta_sizes,
         model=model,
         buckets=buckets,
         mesh=mesh,

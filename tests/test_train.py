@@ -18,7 +18,7 @@ from fcn_jax.checkpoint import Checkpointer, CheckpointError, restore_model
 from fcn_jax.config import TrainConfig, parse_eval_sizes
 from fcn_jax.data import parse_size_policy
 from fcn_jax.outputs import write_json
-from fcn_jax.train import NonFiniteLossError, prepare_workdir, train_and_evaluate
+from fcn_jax.train import NonFiniteLossError, build, prepare_workdir, train_and_evaluate
 
 SUMMARY_KEYS = {
     "test_accuracy",
@@ -76,6 +76,8 @@ def test_builtin_2d_outputs(tfds_dir, tmp_path):
     assert os.listdir(tmp_path / "tensorboard")
     kinds = [json.loads(line)["kind"] for line in open(tmp_path / "metrics.jsonl")]
     assert kinds.count("train") == 2 and kinds.count("eval") == 2 and "test" in kinds
+    on_disk = json.load(open(tmp_path / "summary.json"))
+    assert "tta" not in kinds and not [k for k in on_disk if k.startswith("tta")]  # no flag
     tags = tensorboard_scalars(tmp_path)  # one tag per test size
     assert tags["eval/accuracy/24x24"] == {6: pytest.approx(s["eval_accuracy"]["24x24"])}
     assert set(tags["train/loss"]) == {3, 6} and "eval/accuracy" not in tags
@@ -365,6 +367,27 @@ def test_four_devices_match_one(tfds_dir, tmp_path):
         np.testing.assert_allclose(one["loss"], four["loss"], rtol=1e-4)
 
 
+def test_tta_of_one_size_equals_that_test_size(tfds_dir, tmp_path):
+    s = run(tiny(tfds_dir, tta_sizes="24"), tmp_path)
+    assert s["tta_sizes"] == ["24x24"]
+    assert s["tta_accuracy"] == s["eval_accuracy"]["24x24"]
+    assert s["tta_loss"] == pytest.approx(s["eval_loss"]["24x24"], rel=1e-5)
+    assert json.load(open(tmp_path / "summary.json"))["tta_accuracy"] == s["tta_accuracy"]
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    (tta,) = [r for r in records if r["kind"] == "tta"]
+    assert tta["sizes"] == ["24x24"] and tta["examples"] == 32
+    assert tta["accuracy"] == s["tta_accuracy"]
+
+
+def test_bad_tta_sizes_are_one_line_errors(tfds_dir):
+    for value, text in [("abc", "'abc' is not a size"), ("grid:28", "expected a list like")]:
+        with pytest.raises(ValueError, match=f"^--tta_sizes='{value}': {text}") as e:
+            tiny(tfds_dir, tta_sizes=value).resolved()
+        assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match=r"^--tta_sizes: \[\(4, 4\)\] below the model's min"):
+        build(tiny(tfds_dir, tta_sizes="24,4"))
+
+
 def test_bfloat16_canvas_and_bn_recalibration(tfds_dir, tmp_path):
     config = tiny(
         tfds_dir,
@@ -379,8 +402,12 @@ def test_bfloat16_canvas_and_bn_recalibration(tfds_dir, tmp_path):
     # Re-evaluating the finished run with BatchNorm statistics re-estimated at each test size
     # trains nothing and changes the evaluation.
     config.recalibrate_bn = True
+    config.tta_sizes = "24"  # tested at 24x24 with the statistics recalibrated there too
     recal = run(config, tmp_path)
     assert recal["resumed_from_step"] == config.steps
     assert recal["eval_compiles"] > plain["eval_compiles"]  # the statistics pass compiles too
     assert recal["eval_loss"] != plain["eval_loss"]
     assert recal["test_loss"] == plain["test_loss"]  # native test: no recalibration
+    loss = recal["eval_loss"]["24x24"]  # bfloat16 inside: another executable may round apart
+    assert recal["tta_loss"] == pytest.approx(loss, rel=1e-3)
+    assert abs(recal["tta_loss"] - loss) < abs(recal["tta_loss"] - plain["eval_loss"]["24x24"])
