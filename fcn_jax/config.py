@@ -79,7 +79,7 @@ class TrainConfig:
     )
     norm: str | None = _field(
         None,
-        "normalization after each conv: batch or group (default: the preset's)",
+        "normalization after each conv: batch, group or none (default: the preset's)",
     )
     pool: str | None = _field(
         None,
@@ -266,7 +266,8 @@ class TrainConfig:
                 f"--steps={self.steps} and --epochs={self.epochs}: give one training length"
             )
         length_set = any(values[k] is not None for k in LENGTH_FIELDS)
-        for layer in (recipe_values(self.recipe), defaults or {}, DEFAULTS):
+        recipe = _applicable(recipe_values(self.recipe), values)
+        for layer in (recipe, defaults or {}, DEFAULTS):
             for key, value in layer.items():
                 if key in LENGTH_FIELDS:
                     if not length_set:
@@ -290,7 +291,7 @@ class TrainConfig:
             "input_pipeline": ("auto", "device", "grain"),
             "eval_mode": ("resize", "canvas"),
             "pool": ("avg", "max"),
-            "norm": (None, "batch", "group"),
+            "norm": (None, "none", "batch", "group"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -365,6 +366,27 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# Kinds of size policy whose batches are never padded: bucket specs do not apply to them.
+UNPADDED_POLICIES = ("fixed", "mixed_step", "mixed")
+
+
+def _applicable(recipe: dict, values: dict) -> dict:
+    """``recipe`` less the values that do not apply to an explicit choice (one log line each):
+    its ``buckets`` when ``train_size`` is an explicit policy whose batches are never padded."""
+    policy = (values["train_size"] or "").partition(":")[0]
+    if "buckets" in recipe and values["buckets"] is None and policy in UNPADDED_POLICIES:
+        from absl import logging
+
+        logging.info(
+            "--recipe=%s: its --buckets=%s dropped (--train_size=%s pads no batch)",
+            values["recipe"],
+            recipe["buckets"],
+            values["train_size"],
+        )
+        recipe = {k: v for k, v in recipe.items() if k != "buckets"}
+    return recipe
 
 
 def field_help(defaults: dict | None = None) -> dict[str, str]:

@@ -165,15 +165,27 @@ def test_epochs_set_the_step_count(tfds_dir, tmp_path):
     assert saved["config"]["epochs"] == 2 and saved["config"]["steps"] is None
 
 
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_resolves_to_its_values(name):
+    config = TrainConfig(recipe=name).resolved()
+    for key, value in RECIPES[name].items():
+        assert getattr(config, key) == value
+
+
 def test_recipe_fills_unset_fields_and_explicit_ones_win():
-    digits = TrainConfig(recipe="digits").resolved()
-    for key, value in RECIPES["digits"].items():
-        assert getattr(digits, key) == value
     mine = TrainConfig(recipe="digits", model="resnet", steps=10, pool="max").resolved()
     assert (mine.model, mine.pool, mine.steps, mine.epochs) == ("resnet", "max", 10, None)
     assert mine.zoom == RECIPES["digits"]["zoom"]
     with pytest.raises(ValueError, match="--recipe='nope'"):
         TrainConfig(recipe="nope").resolved()
+
+
+def test_recipe_buckets_are_dropped_for_an_explicit_unpadded_policy():
+    for policy in ("fixed:28", "mixed_step:16-40:12"):
+        config = TrainConfig(recipe="digits", train_size=policy).resolved()
+        assert config.buckets is None and config.model == RECIPES["digits"]["model"]
+    padded = TrainConfig(recipe="digits", train_size="mixed_example:16-40").resolved()
+    assert padded.buckets == RECIPES["digits"]["buckets"]
 
 
 def test_recipe_values_land_in_config_json(tfds_dir, tmp_path):
