@@ -17,6 +17,7 @@ PRESET_NORMS = [
     ("seed", "batch"),
     ("allcnn", None),
     ("nin", "group"),
+    ("vgg", "batch"),
     ("resnet", "batch"),
     ("resnet", "group"),
 ]
@@ -210,8 +211,8 @@ def test_bad_input_errors(shape, sizes, match):
 
 
 def test_unknown_preset_errors():
-    with pytest.raises(ValueError, match="unknown model 'vgg'"):
-        fcn_jax.create_model("vgg", num_classes=10)
+    with pytest.raises(ValueError, match="unknown model 'lenet'"):
+        fcn_jax.create_model("lenet", num_classes=10)
 
 
 def test_jit_compiles_once_per_shape():

@@ -296,7 +296,7 @@ def test_result_files_follow_the_umask(tmp_path):
 
 def test_bad_flag_fails_fast_with_one_line(tmp_path):
     for flag, text in [
-        ("--model=vgg", "--model='vgg'"),
+        ("--model=lenet", "--model='lenet'"),
         ("--steps=-3", "--steps=-3"),
         ("--train_size=mixed:abc", "mixed:abc"),
         ("--dataset=no_such_dataset_xyz", "no_such_dataset_xyz"),
