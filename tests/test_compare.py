@@ -19,11 +19,13 @@ from fcn_jax.config import TrainConfig, parse_eval_sizes
 from fcn_jax.data import load_dataset, parse_size_policy
 from fcn_jax.runs.compare import (
     DEFAULT_EXAMPLE_OPTIONS,
+    MIN_EPOCHS,
     STEP_GRID_VALUES,
     TRAIN_DEFAULTS,
     CompareConfig,
     run_comparison,
     shared_eval_sizes,
+    with_min_epochs,
 )
 from fcn_jax.runs.stats import sort_sizes, stats
 
@@ -200,6 +202,19 @@ def test_default_ranges_on_the_default_grid():
     assert specs["mixed_step"] == "mixed_step:14-56:14"  # 4 x 4 = 16 compiles, 28 among them
     assert len(parse_size_policy(specs["mixed_step"], 2).grid()) == STEP_GRID_VALUES[2] ** 2
     assert specs["mixed_example"] == f"mixed_example:16-56{DEFAULT_EXAMPLE_OPTIONS}"
+
+
+def test_every_policy_trains_at_least_min_epochs_unless_a_length_is_given():
+    given = TrainConfig()
+    base = given.resolved(TRAIN_DEFAULTS)
+    steps = TRAIN_DEFAULTS["steps"]
+    small = steps * 64 // MIN_EPOCHS  # the default steps already cover MIN_EPOCHS epochs
+    assert with_min_epochs(given, base, small) is base
+    large = with_min_epochs(given, base, 50_000)
+    assert (large.steps, large.epochs) == (None, MIN_EPOCHS)
+    for explicit in (TrainConfig(steps=100), TrainConfig(epochs=1.0), TrainConfig(recipe="digits")):
+        resolved = explicit.resolved(TRAIN_DEFAULTS)
+        assert with_min_epochs(explicit, resolved, 50_000) is resolved
 
 
 def test_bad_options_fail_with_one_line(tfds_dir, tmp_path):
