@@ -6,13 +6,13 @@ to the printed prediction; one-line errors of the scripts."""
 import json
 import os
 import subprocess
-import sys
 import textwrap
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from commands import run_pythons
 from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -302,27 +302,6 @@ def test_export_overwrites_atomically(seed1d, tmp_path):
 
 def run_python(*args: str) -> subprocess.CompletedProcess:
     return run_pythons(args)[0]
-
-
-def run_pythons(*commands: tuple[str, ...]) -> list[subprocess.CompletedProcess]:
-    """Run ``python ARGS...`` for each command at once (their start-ups overlap), on CPU."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, *args],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for args in commands
-    ]
-    done = []
-    for args, proc in zip(commands, procs):
-        out, err = proc.communicate(timeout=300)
-        done.append(subprocess.CompletedProcess([sys.executable, *args], proc.returncode, out, err))
-    return done
 
 
 def recipe() -> str:

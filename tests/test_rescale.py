@@ -1,16 +1,14 @@
 """The MNIST-scale protocol (fcn_jax/data/rescale.py, experiments/rescale.py)."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from commands import run_pythons
 
 from fcn_jax.data import DataError, load_dataset
 from fcn_jax.data.rescale import rescale_dataset, rescale_images, save_npz, stratified_split
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COUNTS = {"train": 120, "val": 30, "test": 120}
 SIDES = np.array([8, 12, 16, 20, 24])  # class k: a centred bright square of side SIDES[k]
 CENTRE = 13.5  # of a 28-pixel axis, in pixel indices
@@ -161,27 +159,6 @@ def test_sources_it_refuses(source, tmp_path):
         rescale_dataset(source, COUNTS, min_scale=0.8, max_scale=0.5)
 
 
-def run_commands(*commands: list[str]) -> list[subprocess.CompletedProcess]:
-    """``python -m experiments.rescale ARGS`` for each command at once, on CPU."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "experiments.rescale", *args],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for args in commands
-    ]
-    done = []
-    for args, proc in zip(commands, procs):
-        out, err = proc.communicate(timeout=300)
-        done.append(subprocess.CompletedProcess(args, proc.returncode, out, err))
-    return done
-
-
 def test_command_writes_file_and_rejects_bad_flags(source, tmp_path):
     out = str(tmp_path / "cli.npz")
     good = ["--source=" + source, f"--out={out}", "--seed=3"] + [
@@ -194,7 +171,7 @@ def test_command_writes_file_and_rejects_bad_flags(source, tmp_path):
         "--source": good[1:],
         "--val": [*good, "--val=0"],
     }
-    ok, *failed = run_commands(good, *bad.values())
+    ok, *failed = run_pythons(*[("-m", "experiments.rescale", *a) for a in (good, *bad.values())])
     assert ok.returncode == 0, ok.stderr[-2000:]
     lines = ok.stdout.splitlines()
     assert lines[0] == out and "train 120, val 30, test 120 examples of 28x28 uint8" in lines[1]

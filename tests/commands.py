@@ -1,0 +1,39 @@
+"""Command-line runs shared by the tests: several ``python ...`` processes at once, on CPU."""
+
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_pythons(
+    *commands: tuple[str, ...], timeout: float = 300
+) -> list[subprocess.CompletedProcess]:
+    """Run ``python ARGS...`` for each command at once (their start-ups overlap), on CPU, from
+    the repository root; every process is ended before this returns or raises."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, *args],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for args in commands
+    ]
+    try:
+        done = []
+        for args, proc in zip(commands, procs):
+            out, err = proc.communicate(timeout=timeout)
+            done.append(
+                subprocess.CompletedProcess([sys.executable, *args], proc.returncode, out, err)
+            )
+        return done
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
