@@ -368,15 +368,14 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-# Kinds of size policy whose batches are never padded: bucket specs do not apply to them.
-UNPADDED_POLICIES = ("fixed", "mixed_step", "mixed")
-
-
 def _applicable(recipe: dict, values: dict) -> dict:
     """``recipe`` less the values that do not apply to an explicit choice (one log line each):
     its ``buckets`` when ``train_size`` is an explicit policy whose batches are never padded."""
-    policy = (values["train_size"] or "").partition(":")[0]
-    if "buckets" in recipe and values["buckets"] is None and policy in UNPADDED_POLICIES:
+    from fcn_jax.data.policies import PADDED_KINDS
+
+    explicit = values["train_size"]
+    unpadded = explicit is not None and explicit.partition(":")[0] not in PADDED_KINDS
+    if "buckets" in recipe and values["buckets"] is None and unpadded:
         from absl import logging
 
         logging.info(

@@ -43,6 +43,10 @@ _POLICY_FORMS = (
 _BUCKET_FORMS = "expected 'auto:K' or a comma-separated list of shapes like '32x32,48x64'"
 
 
+# Policy kinds whose batches hold examples of different sizes, zero-padded into buckets.
+PADDED_KINDS = ("native", "mixed_example")
+
+
 @dataclasses.dataclass(frozen=True)
 class SizePolicy:
     """A parsed size policy (see the module docstring for the spec strings).
@@ -71,7 +75,7 @@ class SizePolicy:
     @property
     def pads(self) -> bool:
         """Whether batches hold examples of different sizes (zero-padded; masking needed)."""
-        return self.kind in ("native", "mixed_example")
+        return self.kind in PADDED_KINDS
 
     def axis_values(self) -> list[np.ndarray]:
         """Mixed per step: the allowed extents of each axis."""
