@@ -87,7 +87,7 @@ def to_markdown(rows: list[dict[str, Any]], header: str = "") -> str:
 
 
 def seed_config(**fields) -> TrainConfig:
-    """The training config every step benchmark builds from (``fcn_jax.train.build``): the
+    """The training config every step benchmark builds from (``fcn_jax.setup.build``): the
     ``seed`` model from seed 0, AdamW 3e-3 at a constant rate, no label smoothing."""
     base = dict(model="seed", optimizer="adamw", learning_rate=3e-3, schedule="constant")
     return TrainConfig(**{**base, "label_smoothing": 0.0, **fields})

@@ -17,7 +17,8 @@ from absl import app, flags
 from experiments.flags import config_from_flags, define_flags, run_cleanly
 from fcn_jax.checkpoint import CheckpointError
 from fcn_jax.config import TrainConfig, field_help
-from fcn_jax.train import NonFiniteLossError, train_and_evaluate
+from fcn_jax.run import train_and_evaluate
+from fcn_jax.train import NonFiniteLossError
 
 define_flags(TrainConfig, field_help())
 flags.DEFINE_string("workdir", None, "run directory: checkpoints, metrics and results go here")

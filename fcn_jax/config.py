@@ -6,7 +6,7 @@ import dataclasses
 import typing
 
 from fcn_jax.models import PRESETS
-from fcn_jax.sizes import Size, format_size, parse_size
+from fcn_jax.sizes import Size, parse_sizes
 
 # Test sizes that include the 28×16 'production' image of the original discussion.
 DEFAULT_EVAL_SIZES_2D = "grid:16,28,40,56"
@@ -126,6 +126,12 @@ class TrainConfig:
     eval_batch_size: int = _field(
         250,
         "evaluation batch size",
+        resumable=True,
+        affects_results=False,
+    )
+    eval_every: int | None = _field(
+        None,
+        "also evaluate the test sizes on --eval_examples every N steps (default: at the end only)",
         resumable=True,
         affects_results=False,
     )
@@ -266,7 +272,7 @@ class TrainConfig:
                 f"--steps={self.steps} and --epochs={self.epochs}: give one training length"
             )
         length_set = any(values[k] is not None for k in LENGTH_FIELDS)
-        recipe = _applicable(recipe_values(self.recipe), values)
+        recipe = recipe_values(self.recipe, values)
         for layer in (recipe, defaults or {}, DEFAULTS):
             for key, value in layer.items():
                 if key in LENGTH_FIELDS:
@@ -297,7 +303,7 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name}={getattr(self, name)!r}: expected one of {allowed}")
         counts = ["batch_size", "eval_batch_size", "checkpoint_every", "log_every"]
-        for name in counts + ["steps", "epochs", "depth"]:
+        for name in counts + ["steps", "epochs", "depth", "eval_every"]:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"--{name}={value}: expected a positive number")
@@ -367,25 +373,12 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def recipe_dropped(self) -> dict:
+        """Of a resolved config: the recipe's values it dropped as not applying to an explicit
+        choice (config.json's ``recipe_dropped``), e.g. ``{"buckets": "auto:8"}``."""
+        from fcn_jax.recipes import dropped_values
 
-def _applicable(recipe: dict, values: dict) -> dict:
-    """``recipe`` less the values that do not apply to an explicit choice (one log line each):
-    its ``buckets`` when ``train_size`` is an explicit policy whose batches are never padded."""
-    from fcn_jax.data.policies import PADDED_KINDS
-
-    explicit = values["train_size"]
-    unpadded = explicit is not None and explicit.partition(":")[0] not in PADDED_KINDS
-    if "buckets" in recipe and values["buckets"] is None and unpadded:
-        from absl import logging
-
-        logging.info(
-            "--recipe=%s: its --buckets=%s dropped (--train_size=%s pads no batch)",
-            values["recipe"],
-            recipe["buckets"],
-            values["train_size"],
-        )
-        recipe = {k: v for k, v in recipe.items() if k != "buckets"}
-    return recipe
+        return dropped_values(self.recipe, self.to_dict())
 
 
 def field_help(defaults: dict | None = None) -> dict[str, str]:
@@ -427,24 +420,10 @@ def field_types(config_cls: type = TrainConfig) -> dict[str, tuple[type, bool]]:
 def parse_eval_sizes(
     spec: str | None, spatial_dims: int, *, flag: str = "eval_sizes", grid: bool = True
 ) -> list[Size]:
-    """``"28,28x16"`` → [(28, 28), (28, 16)]; ``"grid:16,28"`` → every (h, w) pair (2-D).
-    ``flag`` names the flag in errors; ``grid=False`` rejects the ``grid:`` form."""
+    """:func:`~fcn_jax.sizes.parse_sizes` of ``spec``, or of the default test sizes when unset."""
     if spec is None:
         spec = DEFAULT_EVAL_SIZES_2D if spatial_dims == 2 else DEFAULT_EVAL_SIZES_1D
-    is_grid = spec.startswith("grid:")
-    items = [t.strip() for t in spec.removeprefix("grid:").split(",") if t.strip()]
-    if not items or (is_grid and (spatial_dims != 2 or not grid)):
-        forms = "28,28x16 or grid:16,28,40" if grid else "28,42,56 (no grid:)"
-        raise ValueError(f"--{flag}={spec!r}: expected a list like {forms}")
-    try:
-        if is_grid:
-            if any("x" in t for t in items):
-                raise ValueError("grid: takes single numbers (every HxW pair of them is tested)")
-            values = sorted({parse_size(t, 1)[0] for t in items})
-            return [(h, w) for h in values for w in values]
-        return list(dict.fromkeys(parse_size(t, spatial_dims) for t in items))
-    except ValueError as e:
-        raise ValueError(f"--{flag}={spec!r}: {e}") from None
+    return parse_sizes(spec, spatial_dims, flag=flag, grid=grid)
 
 
 def parse_tta_sizes(spec: str | None, spatial_dims: int) -> list[Size]:
@@ -452,7 +431,4 @@ def parse_tta_sizes(spec: str | None, spatial_dims: int) -> list[Size]:
     augmentation averages; [] when unset. A list only (no ``grid:``)."""
     if spec is None:
         return []
-    return parse_eval_sizes(spec, spatial_dims, flag="tta_sizes", grid=False)
-
-
-size_key = format_size  # the name the result files' readers know
+    return parse_sizes(spec, spatial_dims, flag="tta_sizes", grid=False)

@@ -1,13 +1,11 @@
-"""Evaluation: one test size (sharded over processes), a run's grid of test sizes with its
-summary, BatchNorm recalibration per size, and test-time averaging of logits over sizes."""
+"""Evaluation: one test size (sharded over processes), BatchNorm recalibration per size,
+test-time averaging of logits over sizes, and :class:`Evaluator`, which does them for one
+run with its compiled steps kept."""
 
 from __future__ import annotations
 
 import functools
-import os
-import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
@@ -15,18 +13,15 @@ from absl import logging
 from flax import nnx
 from jax.sharding import Mesh
 
+from fcn_jax import sharding
 from fcn_jax.cam import pointing_game
 from fcn_jax.data import EvalLoader, Source, Subset
-from fcn_jax.outputs import write_json
 from fcn_jax.sharding import to_global
 from fcn_jax.sizes import format_size
-from fcn_jax.steps import TRAIN_KEYS, CompiledStep, make_logits_step
-
-if TYPE_CHECKING:  # the training loop imports this module
-    from fcn_jax.train import Setup, Trained
+from fcn_jax.steps import TRAIN_KEYS, CompiledStep, make_eval_step, make_logits_step
 
 # Batches of training images whose BatchNorm statistics are averaged per test size.
-RECALIBRATION_BATCHES = 8
+RECALIBRATION_BATCHES = 4
 
 EVAL_KEYS = ("image", "label", "sizes", "valid", "bbox")
 
@@ -239,129 +234,88 @@ def batch_stats_step(state, batch, *, graphdef):
     return nnx.state(model, nnx.Not(nnx.Param))
 
 
-def eval_kwargs(setup: Setup, batch_size: int) -> dict:
-    """:func:`evaluate`'s batching keywords for ``setup``: any ``batch_size``, rounded up to a
-    multiple of the devices (the padding rows count for nothing)."""
-    n = setup.mesh.size
-    return dict(batch_size=-(-batch_size // n) * n, min_size=setup.model.min_size, mesh=setup.mesh)
+class Evaluator:
+    """A run's evaluation of ``test`` at any test size, its compiled steps kept (one compile
+    per batch shape however often a size is evaluated, during training and after).
 
+    Args:
+      graphdef: the model's train-mode graph and ``state`` a state of it (BatchNorm
+        recalibration merges them); eval_graphdef: its eval-mode graph.
+      train: the split whose images re-estimate BatchNorm statistics per test size when
+        ``recalibrate`` (and the model has BatchNorm).
+      mode: ``resize`` or ``canvas`` (how an example is brought to a test size).
+      batch_size: the global evaluation batch, rounded up to a multiple of the devices (the
+        padding rows count for nothing).
+    """
 
-def evaluate_run(setup: Setup, trained: Trained, workdir: str, start_time: float) -> dict:
-    """Evaluate a trained run: the test split at its own sizes, every test size of the grid,
-    then (``--tta_sizes``) the logits averaged over sizes; write eval records, summary.json
-    and (2-D) eval_heatmap.png; return the summary."""
-    config, state = setup.config, trained.state
-    test = setup.dataset.test
-    test = Subset(test, config.eval_examples) if config.eval_examples else test
-    eval_kw = eval_kwargs(setup, config.eval_batch_size)
-    native = evaluate(setup.eval_step, state, test, None, mode="resize", **eval_kw)
-    recal = _recalibrator(setup, state, eval_kw)
-    grid = {}
-    for size in setup.eval_sizes:
-        size_state = recal(size) if recal else state
-        grid[format_size(size)] = evaluate(
-            setup.eval_step, size_state, test, size, mode=config.eval_mode, **eval_kw
+    def __init__(
+        self,
+        graphdef,
+        eval_graphdef,
+        state,
+        *,
+        train: Source,
+        test: Source,
+        mode: str,
+        batch_size: int,
+        min_size: Sequence[int],
+        mesh: Mesh,
+        recalibrate: bool,
+    ):
+        steps_kw = dict(
+            state_sharding=sharding.replicated(mesh), batch_sharding=sharding.batch_sharded(mesh)
         )
-    tta, tta_compiles = _tta(setup, state, test, recal, eval_kw) if setup.tta_sizes else ({}, 0)
-    for key, result in grid.items():
-        trained.writer.write(setup.total_steps, "eval", {"size": key, **result})
-    trained.writer.write(setup.total_steps, "test", native)
-    if tta:
-        trained.writer.write(setup.total_steps, "tta", tta)
-    trained.writer.close()
-    eval_compiles = setup.eval_step.compiles + (recal.compiles if recal else 0) + tta_compiles
-    summary = run_summary(setup, trained, native, grid, eval_compiles)
-    if tta:
-        summary.update(tta_sizes=tta["sizes"], tta_accuracy=tta["accuracy"], tta_loss=tta["loss"])
-    summary["wall_time_s"] = time.perf_counter() - start_time
-    if jax.process_index() == 0:
-        write_json(os.path.join(workdir, "summary.json"), summary)
-        if setup.dataset.spatial_dims == 2 and len(grid) > 1:
-            from fcn_jax.plots import heatmap
-
-            title = f"{config.model} trained on {setup.train_size}"
-            heatmap(summary["eval_accuracy"], os.path.join(workdir, "eval_heatmap.png"), title)
-    return summary
-
-
-def _tta(setup: Setup, state, test: Source, recal, eval_kw) -> tuple[dict, int]:
-    """``--tta_sizes``: the averaged-logits result with its ``sizes`` (the tta record), and the
-    compiles of its logits step (one per size: each is one batch shape)."""
-    step = make_logits_step(setup.eval_graphdef, **setup.steps_kw)
-    state_at = recal or (lambda size: state)
-    mode = setup.config.eval_mode
-    result = evaluate_tta(step, state_at, test, setup.tta_sizes, mode=mode, **eval_kw)
-    return {"sizes": [format_size(s) for s in setup.tta_sizes], **result}, step.compiles
-
-
-def run_summary(setup: Setup, trained: Trained, native: dict, grid: dict, eval_compiles: int):
-    """The summary.json of a run: accuracies, compiles, throughput and what was trained."""
-    train_step, loader, seen = setup.train_step, setup.loader, trained.seen
-    seconds, examples = trained.train_seconds, trained.examples
-    summary = {
-        "test_accuracy": native["accuracy"],
-        "test_loss": native["loss"],
-        "eval_accuracy": {k: r["accuracy"] for k, r in grid.items()},
-        "eval_loss": {k: r["loss"] for k, r in grid.items()},
-        "eval_mode": setup.config.eval_mode,
-        "train_compiles": train_step.compiles,
-        "train_compile_seconds": train_step.compile_seconds,
-        "train_compile_shapes": [list(s) for s in train_step.shapes],
-        "eval_compiles": eval_compiles,
-        "buckets": [list(b) for b in setup.buckets],
-        "train_size": setup.train_size,
-        "padding_efficiency": loader.padding_efficiency,
-        "train_examples_per_sec": examples / seconds if examples and seconds > 0 else None,
-        "loader_examples_per_sec": loader.examples_per_second,
-        "checkpoint_seconds": trained.checkpoint_seconds,
-        "input_pipeline": loader.pipeline,
-        "steps": setup.total_steps,
-        "resumed_from_step": trained.resumed_from,
-        "final_loss": trained.final_loss,
-        "train_examples": seen["examples"],
-        "train_pixels": seen["pixels"],
-        "train_padded_pixels": seen["padded_pixels"],
-        "num_params": int(sum(p.size for p in jax.tree.leaves(trained.state["params"]))),
-        "devices": setup.mesh.size,
-        "device_kind": jax.devices()[0].device_kind,
-        "dataset": setup.dataset.name,
-        "model": setup.config.model,
-    }
-    if "pointing_game" in native:
-        summary["pointing_game"] = native["pointing_game"]
-        summary["eval_pointing_game"] = {k: r["pointing_game"] for k, r in grid.items()}
-    return summary
-
-
-class _Recalibrator:
-    """Per test size: the state with BatchNorm statistics re-estimated at that size."""
-
-    def __init__(self, stats_step, state, dataset, eval_kw):
-        self._step, self._state, self._dataset, self._kw = stats_step, state, dataset, eval_kw
+        self.test, self.mode, self._train = test, mode, train
+        self._eval_step = make_eval_step(eval_graphdef, with_maps=test.has_bbox, **steps_kw)
+        self._logits_step = make_logits_step(eval_graphdef, **steps_kw)
+        self._stats_step = None
+        if recalibrate:
+            recal_graphdef = recalibration_graphdef(graphdef, state)
+            if recal_graphdef is None:
+                logging.warning("--recalibrate_bn: the model has no BatchNorm; nothing to do")
+            else:
+                fn = functools.partial(batch_stats_step, graphdef=recal_graphdef)
+                self._stats_step = CompiledStep(fn, "bn-stats", donate=False, **steps_kw)
+        n = mesh.size
+        self._kw = dict(batch_size=-(-batch_size // n) * n, min_size=min_size, mesh=mesh)
 
     @property
     def compiles(self) -> int:
-        return self._step.compiles
+        steps = (self._eval_step, self._logits_step, self._stats_step)
+        return sum(s.compiles for s in steps if s is not None)
 
-    def __call__(self, size):
+    def state_at(self, state, size):
+        """``state`` with BatchNorm statistics re-estimated at ``size`` (or ``state``)."""
+        if self._stats_step is None:
+            return state
+        batches = RECALIBRATION_BATCHES
         return recalibrate_bn(
-            self._step,
-            self._state,
-            self._dataset.train,
-            size,
-            batches=RECALIBRATION_BATCHES,
-            **self._kw,
+            self._stats_step, state, self._train, size, batches=batches, **self._kw
         )
 
+    def at_own_sizes(self, state) -> dict[str, float]:
+        """Each test example at its own size (resized up to the minimum size if below)."""
+        return evaluate(self._eval_step, state, self.test, None, mode="resize", **self._kw)
 
-def _recalibrator(setup: Setup, state, eval_kw) -> _Recalibrator | None:
-    """Per-size BatchNorm recalibration when ``--recalibrate_bn`` asks and the model has any."""
-    if not setup.config.recalibrate_bn:
-        return None
-    recal_graphdef = recalibration_graphdef(setup.graphdef, state)
-    if recal_graphdef is None:
-        logging.warning("--recalibrate_bn: the model has no BatchNorm; nothing to recalibrate")
-        return None
-    fn = functools.partial(batch_stats_step, graphdef=recal_graphdef)
-    stats_step = CompiledStep(fn, "bn-stats", donate=False, **setup.steps_kw)
-    return _Recalibrator(stats_step, state, setup.dataset, eval_kw)
+    def at_sizes(self, state, sizes) -> dict[str, dict[str, float]]:
+        """``{"HxW": result}`` per test size (see :func:`evaluate`)."""
+        return {
+            format_size(size): evaluate(
+                self._eval_step,
+                self.state_at(state, size),
+                self.test,
+                size,
+                mode=self.mode,
+                **self._kw,
+            )
+            for size in sizes
+        }
+
+    def averaged(self, state, sizes) -> dict:
+        """Each example's logits averaged over ``sizes`` (:func:`evaluate_tta`), with the
+        ``sizes`` (the ``tta`` record)."""
+        state_at = functools.partial(self.state_at, state)
+        result = evaluate_tta(
+            self._logits_step, state_at, self.test, sizes, mode=self.mode, **self._kw
+        )
+        return {"sizes": [format_size(s) for s in sizes], **result}

@@ -45,19 +45,23 @@ def read_json(path: str) -> Any:
 
 class MetricsWriter:
     """Appends one JSON object per record to ``metrics.jsonl`` and mirrors scalars to
-    TensorBoard (tensorboardX). On resume, records after the restored step are dropped so the
-    file reads as one uninterrupted run."""
+    TensorBoard (tensorboardX). On resume, records after the restored step, and those of the
+    ``rewritten`` kinds at it, are dropped so the file reads as one uninterrupted run."""
 
-    def __init__(self, workdir: str, resume_step: int = 0):
+    def __init__(self, workdir: str, resume_step: int = 0, rewritten: tuple[str, ...] = ()):
         self.path = os.path.join(workdir, "metrics.jsonl")
         if not os.path.exists(self.path):
             write_atomic(self.path, "")
         else:
             with open(self.path) as f:
-                kept = [
-                    line for line in f if line.strip() and json.loads(line)["step"] <= resume_step
-                ]
-            write_atomic(self.path, "".join(kept))
+                records = [json.loads(line) for line in f if line.strip()]
+            kept = [
+                r
+                for r in records
+                if r["step"] < resume_step
+                or (r["step"] == resume_step and r["kind"] not in rewritten)
+            ]
+            write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._tb = _EventFile(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
 
     def last(self, kind: str) -> dict[str, Any] | None:

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fcn_jax.cam import cam_overlay, resize_map, save_png
+from fcn_jax.cam import cam_overlay, save_png
 from fcn_jax.checkpoint import restore_run, run_class_names
+from fcn_jax.data.policies import fit_min_size
 from fcn_jax.export import ExportedModel, load_exported
 from fcn_jax.sizes import format_size
 
@@ -78,14 +79,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=-1, keepdims=True)
 
 
-def _fit_min_size(image: np.ndarray, min_size: Sequence[int]) -> np.ndarray:
-    """Upsize (bilinear) only the axes below ``min_size``, as the eval loader does."""
-    target = tuple(max(s, m) for s, m in zip(image.shape[:2], min_size))
-    if target == image.shape[:2]:
-        return image
-    return np.stack([resize_map(image[..., c], target) for c in range(image.shape[-1])], -1)
-
-
 def predict_file(predictor, path: str, top_k: int = 3, overlay: str | None = None) -> Prediction:
     """Classify one image file at its own size (axes below ``min_size`` are upsized first).
 
@@ -98,7 +91,7 @@ def predict_file(predictor, path: str, top_k: int = 3, overlay: str | None = Non
     if predictor.spatial_dims != 2:
         raise ValueError(f"image files need a 2-D model; this one is {predictor.spatial_dims}-D")
     image = load_image(path, predictor.in_channels)
-    x = _fit_min_size(image, predictor.min_size)
+    x = fit_min_size(image, predictor.min_size)
     out = predictor(x[None])
     probs = softmax(out["logits"][0])
     names = predictor.class_names or [str(k) for k in range(len(probs))]

@@ -32,6 +32,10 @@ docs/results.md has the full tables and how they were measured.
 
 from __future__ import annotations
 
+from absl import logging
+
+from fcn_jax.data.policies import PADDED_KINDS
+
 # Optimizer, schedule and evaluation settings the recipes share.
 _SHARED = {
     "buckets": "auto:8",
@@ -97,10 +101,31 @@ RECIPES: dict[str, dict] = {
 }
 
 
-def recipe_values(name: str | None) -> dict:
-    """The flag values of recipe ``name`` (``{}`` for None)."""
+def recipe_values(name: str | None, explicit: dict | None = None) -> dict:
+    """The flag values of recipe ``name`` (``{}`` for None), less those that do not apply to
+    a choice made explicitly in ``explicit`` (a config's values; one log line each)."""
     if name is None:
         return {}
     if name not in RECIPES:
         raise ValueError(f"--recipe={name!r}: expected one of {sorted(RECIPES)}")
-    return dict(RECIPES[name])
+    dropped = dropped_values(name, explicit) if explicit else {}
+    if dropped:
+        logging.info(
+            "--recipe=%s: its --buckets=%s dropped (--train_size=%s pads no batch)",
+            name,
+            dropped["buckets"],
+            explicit["train_size"],
+        )
+    return {k: v for k, v in RECIPES[name].items() if k not in dropped}
+
+
+def dropped_values(name: str | None, values: dict) -> dict:
+    """The values of recipe ``name`` that do not apply to an explicit choice in ``values``
+    (config.json's ``recipe_dropped``): its ``buckets`` when ``train_size`` is a policy whose
+    batches are never padded, e.g. ``{"buckets": "auto:8"}`` under ``--train_size=fixed:28``."""
+    recipe = RECIPES.get(name, {}) if name else {}
+    train_size = values["train_size"]
+    unpadded = train_size is not None and train_size.partition(":")[0] not in PADDED_KINDS
+    if "buckets" in recipe and values["buckets"] is None and unpadded:
+        return {"buckets": recipe["buckets"]}
+    return {}

@@ -18,7 +18,7 @@ from fcn_jax.data import parse_size_policy, resize, resolve_buckets
 from fcn_jax.data.augment import Augmentation, parse_augmentation
 from fcn_jax.data.policies import ExampleSizes
 from fcn_jax.recipes import RECIPES
-from fcn_jax.train import train_and_evaluate
+from fcn_jax.run import train_and_evaluate
 
 
 def _loader(ds, spec, aug=None, **kw):
@@ -184,8 +184,9 @@ def test_recipe_buckets_are_dropped_for_an_explicit_unpadded_policy():
     for policy in ("fixed:28", "mixed_step:16-40:12"):
         config = TrainConfig(recipe="digits", train_size=policy).resolved()
         assert config.buckets is None and config.model == RECIPES["digits"]["model"]
+        assert config.recipe_dropped() == {"buckets": RECIPES["digits"]["buckets"]}
     padded = TrainConfig(recipe="digits", train_size="mixed_example:16-40").resolved()
-    assert padded.buckets == RECIPES["digits"]["buckets"]
+    assert padded.buckets == RECIPES["digits"]["buckets"] and padded.recipe_dropped() == {}
 
 
 def test_recipe_values_land_in_config_json(tfds_dir, tmp_path):
@@ -197,8 +198,9 @@ def test_recipe_values_land_in_config_json(tfds_dir, tmp_path):
         recalibrate_bn=False,
     )
     train_and_evaluate(config, str(tmp_path))
-    saved = json.load(open(tmp_path / "config.json"))["config"]
-    assert saved["recipe"] == "signals"
+    written = json.load(open(tmp_path / "config.json"))
+    saved = written["config"]
+    assert saved["recipe"] == "signals" and written["recipe_dropped"] == {}
     for key in ("train_size", "zoom", "translate", "schedule", "buckets"):
         assert saved[key] == RECIPES["signals"][key]
     assert saved["model"] == "seed" and saved["steps"] == TINY_TRAIN["steps"]

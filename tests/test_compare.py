@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from tiny import TINY_TRAIN
 
-import fcn_jax.train
+import fcn_jax.setup
 from fcn_jax.config import TrainConfig, parse_eval_sizes
 from fcn_jax.data import load_dataset, parse_size_policy
 from fcn_jax.runs.compare import (
@@ -156,14 +156,14 @@ def test_second_invocation_reuses_finished_runs(compared, tfds_dir):
 
 def test_the_dataset_is_opened_once(tfds_dir, tmp_path, monkeypatch):
     """Every run of a library call trains on the comparison's open dataset: the comparison
-    and its runs open datasets through ``fcn_jax.train.open_dataset``, once in all."""
-    opened, real = [], fcn_jax.train.load_dataset
+    and its runs open datasets through ``fcn_jax.setup.open_dataset``, once in all."""
+    opened, real = [], fcn_jax.setup.load_dataset
 
     def counted(*args, **kw):
         opened.append(args)
         return real(*args, **kw)
 
-    monkeypatch.setattr(fcn_jax.train, "load_dataset", counted)
+    monkeypatch.setattr(fcn_jax.setup, "load_dataset", counted)
     train = TrainConfig(**{**TRAIN_DEFAULTS, **TINY, "data_dir": tfds_dir})
     config = CompareConfig(train=train, seeds=2, policies=("fixed",), fixed_size="24")
     results = run_comparison(config, str(tmp_path))

@@ -19,7 +19,7 @@ from fcn_jax.data.augment import parse_augmentation
 from fcn_jax.data.device_loader import DeviceLoader, assemble, device_data_problem, read_arrays
 from fcn_jax.data.sources import ArraySource
 from fcn_jax.models import layers, strided_conv
-from fcn_jax.train import train_and_evaluate
+from fcn_jax.run import train_and_evaluate
 
 RESIZE_TOLERANCE = 1e-5  # PIL and jax.image apply the same bilinear filter in float32
 MESH = sharding.make_mesh()

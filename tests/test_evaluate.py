@@ -17,8 +17,8 @@ from fcn_jax.evaluate import (
     process_totals,
     summarize,
 )
-from fcn_jax.steps import make_logits_step
-from fcn_jax.train import build
+from fcn_jax.setup import build
+from fcn_jax.steps import make_eval_step, make_logits_step
 
 
 @pytest.mark.parametrize("size", [None, (20, 20)])
@@ -27,10 +27,9 @@ def test_two_simulated_processes_equal_one(tfds_dir, size):
     test = Subset(setup.dataset.test, 23)  # uneven: the last batch is part padding
     state = jax.device_put(setup.state, jax.sharding.NamedSharding(setup.mesh, jax.P()))
     kw = dict(mode="resize", batch_size=8, min_size=setup.model.min_size, mesh=setup.mesh)
-    alone = evaluate(setup.eval_step, state, test, size, **kw)
-    parts = [
-        process_totals(setup.eval_step, state, test, size, process=(p, 2), **kw) for p in (0, 1)
-    ]
+    step = make_eval_step(setup.eval_graphdef, with_maps=True, **setup.steps_kw)
+    alone = evaluate(step, state, test, size, **kw)
+    parts = [process_totals(step, state, test, size, process=(p, 2), **kw) for p in (0, 1)]
     assert parts[0]["count"] > 0 and parts[1]["count"] > 0  # each process has rows of its own
     combined = summarize({k: parts[0][k] + parts[1][k] for k in parts[0]})
     assert alone["examples"] == combined["examples"] == 23

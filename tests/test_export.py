@@ -259,7 +259,7 @@ def test_metadata_and_symbolic_spec(seed1d, resnet2d):
 
 def test_loader_rejects_bad_inputs_clearly(seed1d, resnet2d):
     _, loaded, _ = seed1d
-    with pytest.raises(ValueError, match=r"spatial size \(7,\) is below the model's minimum"):
+    with pytest.raises(ValueError, match=r"spatial size \[\(7,\)\] below the model's minimum"):
         loaded(np.zeros((1, 7, 2), np.float32))
     with pytest.raises(ValueError, match="must have 2 channels"):
         loaded(np.zeros((1, 30, 3), np.float32))
@@ -440,7 +440,7 @@ def folder_run(tmp_path_factory):
     from tiny import TINY_TRAIN
 
     from fcn_jax.config import TrainConfig
-    from fcn_jax.train import train_and_evaluate
+    from fcn_jax.run import train_and_evaluate
 
     root, rng = tmp_path_factory.mktemp("pets"), np.random.default_rng(0)
     for split, count in (("train", 8), ("test", 2)):

@@ -131,7 +131,7 @@ def test_padding_efficiency_definition():
     sizes = np.array([[2, 2], [4, 4], [3, 1]])
     # [2,2] and [3,1] -> (3, 2) bucket (area 6 < 16); [4,4] -> (4, 4).
     assert padding_efficiency(sizes, [(4, 4), (3, 2)]) == pytest.approx((4 + 16 + 3) / (6 + 16 + 6))
-    with pytest.raises(ValueError, match="fits no bucket"):
+    with pytest.raises(ValueError, match="fit no bucket"):
         padding_efficiency(sizes, [(3, 3)])
 
 
@@ -289,7 +289,7 @@ def test_min_size(small):
     loader = _loader(small, "native", min_size=(8, 12))
     for batch in _take(loader, 5):
         assert (batch["sizes"] >= [8, 12]).all()
-    with pytest.raises(ValueError, match="below the model's min_size"):
+    with pytest.raises(ValueError, match="below the model's minimum size"):
         _loader(small, "fixed:10", min_size=(12, 12))
 
 

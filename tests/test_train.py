@@ -18,7 +18,9 @@ from fcn_jax.checkpoint import Checkpointer, CheckpointError, restore_model
 from fcn_jax.config import TrainConfig, parse_eval_sizes
 from fcn_jax.data import parse_size_policy
 from fcn_jax.outputs import write_json
-from fcn_jax.train import NonFiniteLossError, build, prepare_workdir, train_and_evaluate
+from fcn_jax.run import train_and_evaluate
+from fcn_jax.setup import build
+from fcn_jax.train import NonFiniteLossError, prepare_workdir
 
 SUMMARY_KEYS = {
     "test_accuracy",
@@ -196,6 +198,36 @@ def test_corrupt_checkpoint_falls_back_or_is_an_error(tfds_dir, tmp_path):
         train_and_evaluate(config, str(tmp_path))
 
 
+def test_eval_every_curves_continue_across_a_resume(tfds_dir, tmp_path):
+    """--eval_every=3 of 6 steps: per-size eval records and TensorBoard points at steps 3 and
+    6 (the final evaluation), training unchanged, each shape compiled once; resuming from step
+    3, or rerunning the finished run, continues the curve without repeating a point."""
+    plain = run(tiny(tfds_dir), tmp_path / "plain")
+    config, workdir = tiny(tfds_dir, eval_every=3), tmp_path / "curve"
+    first = run(config, workdir)
+    assert first["eval_compiles"] == plain["eval_compiles"]
+    for key in ("eval_accuracy", "eval_loss", "final_loss", "test_accuracy"):
+        assert first[key] == plain[key], key
+
+    def curve():
+        records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+        return [(r["step"], r["size"], r["accuracy"]) for r in records if r["kind"] == "eval"]
+
+    points = curve()
+    assert [(step, size) for step, size, _ in points] == [
+        (3, "24x24"),
+        (3, "28x16"),
+        (6, "24x24"),
+        (6, "28x16"),
+    ]
+    assert set(tensorboard_scalars(workdir)["eval/accuracy/28x16"]) == {3, 6}
+    _truncate(workdir / "checkpoints" / "6")
+    assert train_and_evaluate(config, str(workdir))["resumed_from_step"] == 3
+    assert curve() == points
+    train_and_evaluate(config, str(workdir))  # finished: evaluated again, not appended
+    assert curve() == points
+
+
 def cli(args, env=None, **kw):
     return subprocess.Popen(
         [sys.executable, "-m", "experiments.train", *args],
@@ -313,7 +345,7 @@ import json, sys, jax, numpy as np
 from flax import nnx
 from fcn_jax.config import TrainConfig
 from fcn_jax.checkpoint import restore_model
-from fcn_jax.train import train_and_evaluate
+from fcn_jax.run import train_and_evaluate
 # eval_batch_size and eval_examples divide neither each other nor 4 devices.
 cfg = TrainConfig(dataset="procedural_digits/tiny_variable", data_dir=sys.argv[1], width=0.25,
                   steps=4, batch_size=16, eval_batch_size=10, eval_examples=18, eval_sizes="24",

@@ -1,6 +1,6 @@
 """The six parts of ``python -m benchmarks.run``, one module each; each part's ``rows(s)``
 takes the :class:`Settings` of the chosen level and returns its table rows. The train steps
-measured are the training loop's own (``fcn_jax.train.build``, ``common.seed_config``)."""
+measured are the training loop's own (``fcn_jax.setup.build``, ``common.seed_config``)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from benchmarks.common import Row, StepRunner, seed_config
 from benchmarks.parts import Settings
-from fcn_jax.train import build
+from fcn_jax.setup import build
 
 PART = "1 compile"
 

@@ -20,7 +20,8 @@ import jax
 from benchmarks.common import Row, StepRunner
 from benchmarks.parts import Settings
 from fcn_jax.config import TrainConfig
-from fcn_jax.train import build, open_dataset, train_and_evaluate
+from fcn_jax.run import train_and_evaluate
+from fcn_jax.setup import build, open_dataset
 
 POLICIES = {
     "fixed": "fixed:28",

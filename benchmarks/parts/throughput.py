@@ -9,8 +9,8 @@ import numpy as np
 from benchmarks.common import Row, StepRunner, seed_config, time_interleaved
 from benchmarks.parts import Settings
 from fcn_jax.data import assign_buckets
+from fcn_jax.setup import build
 from fcn_jax.sizes import format_size
-from fcn_jax.train import build
 
 PART = "3 throughput"
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from benchmarks.common import Row, StepRunner, seed_config, time_interleaved
 from benchmarks.parts import Settings
-from fcn_jax.train import build
+from fcn_jax.setup import build
 
 PART = "4 vs PyTorch"
 RTOL = 1e-4

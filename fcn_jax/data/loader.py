@@ -28,24 +28,20 @@ from fcn_jax.data.augment import Augmentation
 from fcn_jax.data.plan import BatchPlan, effective_sizes
 from fcn_jax.data.policies import (
     SizePolicy,
-    assign_buckets,
     canvas_offsets,
+    fit_min_size,
+    fitting_buckets,
     place_on_canvas,
     resize,
     resolve_buckets,
 )
 from fcn_jax.data.sources import Source
+from fcn_jax.sizes import check_min_size
 
 Batch = dict[str, np.ndarray]
 # Batches a TrainLoader with a mesh keeps on the devices ahead of the step: the copy of the
 # next one runs while the current step computes.
 DEVICE_PREFETCH = 2
-
-
-def _fit_min_size(image: np.ndarray, min_size: Sequence[int]) -> np.ndarray:
-    """Upsize (only) the axes shorter than ``min_size``; the aspect ratio changes."""
-    target = tuple(max(s, m) for s, m in zip(image.shape[:-1], min_size, strict=True))
-    return resize(image, target) if target != image.shape[:-1] else image
 
 
 def _empty_batch(n: int, size: Sequence[int], channels: int) -> Batch:
@@ -155,7 +151,7 @@ class TrainLoader(BatchPlan):
         batch = _empty_batch(len(local), shape, self.source.in_channels)
         for k, (i, ex) in enumerate(zip(local, self.source.get_many(local), strict=True)):
             if self.policy.kind == "native":
-                image = _fit_min_size(ex["image"], self.min_size)
+                image = fit_min_size(ex["image"], self.min_size)
                 size = image.shape[:-1]
             else:
                 image, size = ex["image"], tuple(int(v) for v in sizes[k])
@@ -252,20 +248,14 @@ class EvalLoader:
         self.min_size = tuple(min_size or (1,) * d)
         self.size = (size,) * d if isinstance(size, int) else (tuple(size) if size else None)
         if self.size is not None:
-            if any(s < m for s, m in zip(self.size, self.min_size, strict=True)):
-                raise ValueError(f"eval size {self.size} is below min_size {self.min_size}")
+            check_min_size([self.size], self.min_size, "eval size")
             self.buckets = [self.size]
             groups = [(np.arange(len(source)), self.size)]
         else:
             sizes = effective_sizes(source.sizes(), self.min_size)
             native = SizePolicy("native", d)
             self.buckets = [tuple(b) for b in (buckets or resolve_buckets(None, native, sizes))]
-            assign = assign_buckets(sizes, self.buckets)
-            if (assign < 0).any():
-                big = tuple(sizes[assign < 0][0])
-                raise ValueError(
-                    f"an example of size {big} fits none of the buckets {self.buckets}"
-                )
+            assign = fitting_buckets(sizes, self.buckets)
             groups = [(np.flatnonzero(assign == k), b) for k, b in enumerate(self.buckets)]
         self._plan = [
             (idx[j : j + batch_size][rows], bucket)
@@ -290,7 +280,7 @@ class EvalLoader:
         for k, (i, ex) in enumerate(zip(indices, self.source.get_many(indices), strict=True)):
             image, before = ex["image"], ex["image"].shape[:-1]
             if self.size is None:
-                image = _fit_min_size(image, self.min_size)
+                image = fit_min_size(image, self.min_size)
             elif self.mode == "resize":
                 image = resize(image, size)
             else:

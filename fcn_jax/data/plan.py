@@ -21,10 +21,11 @@ from fcn_jax.data.augment import Augmentation
 from fcn_jax.data.policies import (
     ExampleSizes,
     SizePolicy,
-    assign_buckets,
+    fitting_buckets,
     padding_efficiency,
 )
 from fcn_jax.data.sources import Source
+from fcn_jax.sizes import check_min_size
 
 # A planned global batch: example indices, the batch's spatial shape, and each example's own
 # size (B, D) where examples differ (mixed_example), else None.
@@ -89,24 +90,14 @@ class BatchPlan:
         policy = self.policy
         if policy.kind == "native":
             self._sizes = effective_sizes(self.source.sizes(), self.min_size)
-            self._assign = assign_buckets(self._sizes, self.buckets)
-            if (self._assign < 0).any():
-                big = tuple(self._sizes[self._assign < 0][0])
-                raise ValueError(
-                    f"an example of size {big} fits none of the buckets {self.buckets}"
-                )
+            self._assign = fitting_buckets(self._sizes, self.buckets)
             return
-        small = [
-            s
-            for s in ([policy.low] if policy.kind == "mixed_example" else policy.grid())
-            if any(a < m for a, m in zip(s, self.min_size, strict=True))
-        ]
+        smallest = [policy.low] if policy.kind == "mixed_example" else policy.grid()
+        check_min_size(smallest, self.min_size, "policy sizes")
         if policy.kind == "mixed_example":
             self._example_sizes = ExampleSizes(policy, self.buckets)
         elif missing := set(policy.grid()) - set(self.buckets):
             raise ValueError(f"sizes {sorted(missing)} of the policy are not in the buckets")
-        if small:
-            raise ValueError(f"policy sizes {small} are below the model's min_size {self.min_size}")
 
     @property
     def _variable_epochs(self) -> bool:

@@ -157,15 +157,15 @@ def parse_size_policy(spec: str, spatial_dims: int) -> SizePolicy:
         if kind == "fixed" and rest:
             return SizePolicy("fixed", spatial_dims, size=parse_size(rest, spatial_dims))
         if kind in ("mixed", "mixed_step") and rest:
-            return _parse_mixed_step(rest, spatial_dims, spec)
+            return _parse_mixed_step(rest, spatial_dims)
         if kind == "mixed_example" and rest:
-            return _parse_mixed_example(rest, spatial_dims, spec)
+            return _parse_mixed_example(rest, spatial_dims)
     except ValueError as e:
         raise ValueError(f"bad size policy {spec!r}: {e}; {_POLICY_FORMS}") from None
     raise ValueError(f"bad size policy {spec!r}: {_POLICY_FORMS}")
 
 
-def _parse_range(text: str, spatial_dims: int, spec: str) -> tuple[Size, Size]:
+def _parse_range(text: str, spatial_dims: int) -> tuple[Size, Size]:
     """``"LO-HI"`` (each ``N`` or ``HxW``) → (low, high)."""
     if not re.fullmatch(r"[\dx]+-[\dx]+", text):
         raise ValueError("malformed range")
@@ -175,14 +175,14 @@ def _parse_range(text: str, spatial_dims: int, spec: str) -> tuple[Size, Size]:
     return lo, hi
 
 
-def _parse_mixed_step(rest: str, spatial_dims: int, spec: str) -> SizePolicy:
+def _parse_mixed_step(rest: str, spatial_dims: int) -> SizePolicy:
     fields = rest.split(":")
     scale = fields[-1] == "scale"
     if scale:
         fields = fields[:-1]
     if len(fields) not in (1, 2):
         raise ValueError("malformed range")
-    lo, hi = _parse_range(fields[0], spatial_dims, spec)
+    lo, hi = _parse_range(fields[0], spatial_dims)
     step = int(fields[1]) if len(fields) == 2 and fields[1].isdigit() else DEFAULT_STEP
     if len(fields) == 2 and not fields[1].isdigit():
         raise ValueError(f"STEP {fields[1]!r} is not an integer")
@@ -193,9 +193,9 @@ def _parse_mixed_step(rest: str, spatial_dims: int, spec: str) -> SizePolicy:
     return SizePolicy("mixed_step", spatial_dims, low=lo, high=hi, step=step, scale_batch=scale)
 
 
-def _parse_mixed_example(rest: str, spatial_dims: int, spec: str) -> SizePolicy:
+def _parse_mixed_example(rest: str, spatial_dims: int) -> SizePolicy:
     text, *options = rest.split(":")
-    lo, hi = _parse_range(text, spatial_dims, spec)
+    lo, hi = _parse_range(text, spatial_dims)
     log_scale, aspect = False, None
     for option in options:
         if option == "log":
@@ -236,6 +236,18 @@ def assign_buckets(sizes: np.ndarray, buckets: Sequence[Size]) -> np.ndarray:
     return np.where(fits.any(1), area.argmin(1), -1)
 
 
+def fitting_buckets(sizes, buckets, what: str = "examples", where: str | None = None):
+    """:func:`assign_buckets`, or a one-line ValueError when some size fits no bucket: how
+    many ``what``, one of them, and the buckets (``where``: how to name them)."""
+    idx = assign_buckets(sizes, buckets)
+    if (idx < 0).any():
+        misfits = np.asarray(sizes).reshape(len(idx), -1)[idx < 0]
+        big = tuple(int(v) for v in misfits[0])
+        where = where or str([tuple(int(v) for v in b) for b in buckets])
+        raise ValueError(f"{len(misfits)} {what} fit no bucket in {where} (e.g. size {big})")
+    return idx
+
+
 def padding_efficiency(
     sizes: np.ndarray, buckets: Sequence[Size], weights: np.ndarray | None = None
 ) -> float:
@@ -243,9 +255,7 @@ def padding_efficiency(
     (``weights``: each size's probability or count; default 1 each)."""
     sizes = np.asarray(sizes).reshape(len(sizes), -1)
     w = np.ones(len(sizes)) if weights is None else np.asarray(weights, np.float64)
-    idx = assign_buckets(sizes, buckets)
-    if (idx < 0).any():
-        raise ValueError(f"example of size {tuple(sizes[idx < 0][0])} fits no bucket in {buckets}")
+    idx = fitting_buckets(sizes, buckets)
     areas = np.prod(np.asarray(buckets).reshape(len(buckets), -1), -1)
     return float((w * np.prod(sizes, -1)).sum() / (w * areas[idx]).sum())
 
@@ -292,14 +302,8 @@ def resolve_buckets(
         buckets = [parse_size(t, policy.spatial_dims) for t in spec.split(",")]
     except ValueError as e:
         raise ValueError(f"bad bucket spec {spec!r}: {e}; {_BUCKET_FORMS}") from None
-    idx = assign_buckets(sizes, buckets)
-    if (idx < 0).any():
-        big = tuple(int(v) for v in sizes[idx < 0][0])
-        what = "examples" if weights is None else "sizes of the policy"
-        raise ValueError(
-            f"{(idx < 0).sum()} {what} fit no bucket in {spec!r} (e.g. size {big}); "
-            "add a larger bucket"
-        )
+    what = "examples" if weights is None else "sizes of the policy"
+    fitting_buckets(sizes, buckets, what, where=f"{spec!r} (add a larger bucket)")
     return sorted(set(buckets))
 
 
@@ -363,10 +367,7 @@ class ExampleSizes:
     def __init__(self, policy: SizePolicy, buckets: Sequence[Size]):
         sizes, prob = policy.size_distribution()
         self.buckets = [tuple(int(v) for v in b) for b in buckets]
-        assign = assign_buckets(sizes, self.buckets)
-        if (assign < 0).any():
-            big = tuple(int(v) for v in sizes[assign < 0][0])
-            raise ValueError(f"size {big} of the policy fits none of the buckets {self.buckets}")
+        assign = fitting_buckets(sizes, self.buckets, "sizes of the policy")
         self._members = [sizes[assign == k] for k in range(len(self.buckets))]
         mass = np.array([prob[assign == k].sum() for k in range(len(self.buckets))])
         self._bucket_prob = mass / mass.sum()
@@ -405,6 +406,13 @@ def resize(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
     ]
     out = np.stack(channels, -1)
     return out[0] if image.ndim == 2 else out
+
+
+def fit_min_size(image: np.ndarray, min_size: Sequence[int]) -> np.ndarray:
+    """Upsize (:func:`resize`, only) the axes of ``(*spatial, C)`` shorter than ``min_size``;
+    the aspect ratio changes. The eval loader and ``predict`` bring small inputs up so."""
+    target = tuple(max(s, m) for s, m in zip(image.shape[:-1], min_size, strict=True))
+    return resize(image, target) if target != image.shape[:-1] else image
 
 
 def canvas_offsets(in_size: Sequence[int], out_size: Sequence[int]) -> tuple[Size, Size]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fcn_jax.sizes import check_min_size
+
 
 def axes(spatial_dims: int) -> list[str]:
     """Names of the spatial axes in messages: ``L``; ``H, W``; else ``S0, S1, ...``."""
@@ -21,10 +23,7 @@ def check_input_shape(shape, spatial_dims: int, in_channels: int, min_size) -> N
         raise ValueError(f"input must have {in_channels} channels, got shape {shape}")
     if shape[0] < 1:
         raise ValueError(f"input batch is empty: shape {shape}")
-    if any(s < m for s, m in zip(shape[1:-1], min_size)):
-        raise ValueError(
-            f"input spatial size {shape[1:-1]} is below the model's minimum {tuple(min_size)}"
-        )
+    check_min_size([shape[1:-1]], min_size, "input spatial size")
 
 
 def check_sizes_shape(sizes_shape, shape) -> None:

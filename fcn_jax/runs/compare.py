@@ -26,11 +26,12 @@ from fcn_jax.config import (
     parse_eval_sizes,
 )
 from fcn_jax.data import Dataset, parse_size_policy
+from fcn_jax.run import train_and_evaluate
 from fcn_jax.runs.report import PRODUCTION_SIZE, findings, write_report
 from fcn_jax.runs.rundir import RunDir
 from fcn_jax.runs.stats import machine_info, sort_sizes, stats
+from fcn_jax.setup import default_train_size, model_spec, open_dataset
 from fcn_jax.sizes import format_size
-from fcn_jax.train import default_train_size, model_spec, open_dataset, train_and_evaluate
 
 POLICIES = ("fixed", "mixed_step", "mixed_example", "native")
 POLICY_ALIASES = {"mixed": "mixed_step"}  # the name of mixed_step before mixed_example existed

@@ -36,6 +36,13 @@ def sort_sizes(keys) -> list[str]:
     return sorted(parsed, key=lambda k: (math.prod(parsed[k]), parsed[k]))
 
 
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity; the machine's count where unknown)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def machine_info() -> dict:
     """Platform, CPU model and count, load, Python, jax and its devices (this imports jax and
     starts its backend): what results were measured on."""
@@ -46,8 +53,8 @@ def machine_info() -> dict:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "cores": os.cpu_count(),
+        "cpu_count": os.cpu_count(),  # the machine's
+        "cores": usable_cores(),
         "load_average_1m": load_average(),
         "python": platform.python_version(),
         "jax": jax.__version__,

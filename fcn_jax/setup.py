@@ -1,0 +1,202 @@
+"""A run's setup: ``build(config) -> Setup`` resolves a config and makes everything a run
+needs before its first step (dataset, model, buckets, mesh, train loader, optimizer, state,
+compiled train step), and ``setup_process`` makes the process-wide JAX settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from fcn_jax import sharding
+from fcn_jax.config import TrainConfig, parse_eval_sizes, parse_tta_sizes
+from fcn_jax.data import (
+    Dataset,
+    SizePolicy,
+    TrainLoader,
+    load_dataset,
+    parse_size_policy,
+    resolve_buckets,
+)
+from fcn_jax.data.augment import parse_augmentation
+from fcn_jax.data.device_loader import DeviceLoader, device_data_problem
+from fcn_jax.models import ModelSpec, build_model
+from fcn_jax.models.strided_conv import set_conv_grad
+from fcn_jax.optim import make_optimizer, make_schedule
+from fcn_jax.sizes import check_min_size, format_size
+from fcn_jax.steps import CompiledStep, init_state, make_train_step
+
+
+def default_train_size(dataset: Dataset) -> str:
+    """``native`` for data of varying size, else ``fixed`` at the data's one size."""
+    sizes = dataset.train.sizes()
+    if (sizes == sizes[0]).all():
+        return f"fixed:{format_size(sizes[0])}"
+    return "native"
+
+
+def open_dataset(config: TrainConfig) -> Dataset:
+    """The dataset of a resolved ``config``, read with its options (corrupt files, pixels)."""
+    return load_dataset(
+        config.dataset,
+        config.data_dir,
+        skip_corrupt=config.skip_corrupt,
+        pixel_range=config.pixel_bounds(),
+    )
+
+
+def model_spec(config: TrainConfig, dataset: Dataset) -> ModelSpec:
+    """The spec of the model a resolved ``config`` builds for ``dataset`` (config.json's
+    ``model_spec``)."""
+    return ModelSpec(
+        config.model,
+        dataset.num_classes,
+        dataset.in_channels,
+        dataset.spatial_dims,
+        config.width,
+        config.depth,
+        config.norm,
+        config.pool,
+        str(config.precision),
+    )
+
+
+def matmul_precision(config: TrainConfig, policy: SizePolicy) -> str | None:
+    """The process-wide precision of float32 convolutions and matmuls (None: the backend's
+    default, TF32 on recent GPUs; CPUs always compute in full float32). ``auto`` keeps
+    float32 runs whose training batches are padded (native, mixed_example) exact: padded =
+    alone needs full precision; unpadded runs take the faster default."""
+    value = config.matmul_precision
+    if value == "auto":
+        value = "highest" if config.precision == "float32" and policy.pads else "default"
+    return None if value == "default" else value
+
+
+def setup_process(config: TrainConfig) -> None:
+    """The process-wide JAX settings of ``config``: distributed runtime, conv gradient,
+    persistent compilation cache."""
+    if config.distributed:
+        jax.distributed.initialize()
+    set_conv_grad(config.conv_grad)
+    if config.compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", config.compilation_cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def make_train_loader(config: TrainConfig, dataset: Dataset, policy, buckets, mesh, min_size):
+    """The device loader when ``--input_pipeline`` asks for it or (auto) the train split fits
+    on the devices, else the host (Grain) loader, whose batches a Grain thread copies to the
+    devices ahead of the step; both follow the same plan."""
+    problem = device_data_problem(dataset.train, config.device_data_fraction)
+    if config.input_pipeline == "device" and problem:
+        raise ValueError(f"--input_pipeline=device: the train split of {dataset.name}: {problem}")
+    kw = dict(
+        min_size=min_size,
+        batch_multiple=mesh.size,
+        augmentation=parse_augmentation(config.zoom, config.translate),
+    )
+    args = (dataset.train, policy, buckets, config.batch_size, config.seed)
+    if config.input_pipeline != "grain" and not problem:
+        logging.info("input pipeline: device (the train split is held on the devices)")
+        return DeviceLoader(*args, mesh=mesh, **kw)
+    logging.info("input pipeline: grain (host)")
+    return TrainLoader(
+        *args,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        worker_count=config.worker_count,
+        mesh=mesh,
+        **kw,
+    )
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything a run builds from its config before the first step (see :func:`build`)."""
+
+    config: TrainConfig  # resolved
+    dataset: Dataset
+    train_size: str
+    policy: SizePolicy
+    eval_sizes: list[tuple[int, ...]]
+    tta_sizes: list[tuple[int, ...]]  # [] without --tta_sizes
+    model: nnx.Module
+    buckets: list[tuple[int, ...]]
+    mesh: jax.sharding.Mesh
+    loader: TrainLoader | DeviceLoader
+    total_steps: int
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    graphdef: nnx.GraphDef
+    eval_graphdef: nnx.GraphDef
+    state: dict  # the fresh state, on the host (the loop restores or places it)
+    train_step: CompiledStep  # takes and returns jax.tree.leaves(state)
+    steps_kw: dict  # the state and batch shardings of the compiled steps
+
+
+def build(config: TrainConfig, dataset: Dataset | None = None) -> Setup:
+    """Resolve ``config`` (unset fields: recipe, defaults), set up JAX, open the dataset
+    (unless the caller opened ``config.dataset`` already and passes it) and make the model,
+    buckets, mesh, train loader, optimizer, state and compiled train step."""
+    config = config.resolved()
+    setup_process(config)
+    dataset = dataset or open_dataset(config)
+    d = dataset.spatial_dims
+    eval_sizes = parse_eval_sizes(config.eval_sizes, d)
+    tta_sizes = parse_tta_sizes(config.tta_sizes, d)
+    train_size = config.train_size or default_train_size(dataset)
+    policy = parse_size_policy(train_size, d)
+    if jax.default_backend() != "cpu":  # CPUs compute float32 in full at every setting
+        jax.config.update("jax_default_matmul_precision", matmul_precision(config, policy))
+    model = build_model(model_spec(config, dataset), config.seed)
+    min_size = model.min_size
+    for flag, sizes in (("eval_sizes", eval_sizes), ("tta_sizes", tta_sizes)):
+        check_min_size(sizes, min_size, f"--{flag}:")
+    example_sizes = dataset.train.sizes() if policy.kind == "native" else np.zeros((0, d))
+    buckets = resolve_buckets(config.buckets, policy, example_sizes, min_size=min_size)
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(config.batch_size, mesh.size)
+    loader = make_train_loader(config, dataset, policy, buckets, mesh, min_size)
+    total_steps = config.steps or loader.steps_for(config.epochs)
+    tx = make_optimizer(config, total_steps)
+    model.train()
+    graphdef, state = init_state(model, tx)
+    model.eval()
+    eval_graphdef = nnx.split(model, nnx.Param, ...)[0]
+    steps_kw = dict(
+        state_sharding=sharding.replicated(mesh), batch_sharding=sharding.batch_sharded(mesh)
+    )
+    train_step = make_train_step(
+        graphdef,
+        tx,
+        label_smoothing=config.label_smoothing,
+        use_sizes=policy.pads,
+        treedef=jax.tree.structure(state),
+        **steps_kw,
+    )
+    return Setup(
+        config=config,
+        dataset=dataset,
+        train_size=train_size,
+        policy=policy,
+        eval_sizes=eval_sizes,
+        tta_sizes=tta_sizes,
+        model=model,
+        buckets=buckets,
+        mesh=mesh,
+        loader=loader,
+        total_steps=total_steps,
+        tx=tx,
+        schedule=make_schedule(config, total_steps),
+        graphdef=graphdef,
+        eval_graphdef=eval_graphdef,
+        state=state,
+        train_step=train_step,
+        steps_kw=steps_kw,
+    )
