@@ -28,16 +28,16 @@ from fcn_jax.data.device_loader import DeviceLoader, device_data_problem
 from fcn_jax.models import ModelSpec, build_model
 from fcn_jax.models.strided_conv import set_conv_grad
 from fcn_jax.optim import make_optimizer, make_schedule
-from fcn_jax.sizes import check_min_size, format_size
+from fcn_jax.sizes import check_min_size
 from fcn_jax.steps import CompiledStep, init_state, make_train_step
 
 
-def default_train_size(dataset: Dataset) -> str:
+def default_policy(dataset: Dataset) -> SizePolicy:
     """``native`` for data of varying size, else ``fixed`` at the data's one size."""
-    sizes = dataset.train.sizes()
+    sizes, d = dataset.train.sizes(), dataset.spatial_dims
     if (sizes == sizes[0]).all():
-        return f"fixed:{format_size(sizes[0])}"
-    return "native"
+        return SizePolicy("fixed", d, size=tuple(int(s) for s in sizes[0]))
+    return SizePolicy("native", d)
 
 
 def open_dataset(config: TrainConfig) -> Dataset:
@@ -150,8 +150,10 @@ def build(config: TrainConfig, dataset: Dataset | None = None) -> Setup:
     d = dataset.spatial_dims
     eval_sizes = parse_eval_sizes(config.eval_sizes, d)
     tta_sizes = parse_tta_sizes(config.tta_sizes, d)
-    train_size = config.train_size or default_train_size(dataset)
-    policy = parse_size_policy(train_size, d)
+    policy = (
+        parse_size_policy(config.train_size, d) if config.train_size else default_policy(dataset)
+    )
+    train_size = config.train_size or policy.spec()
     if jax.default_backend() != "cpu":  # CPUs compute float32 in full at every setting
         jax.config.update("jax_default_matmul_precision", matmul_precision(config, policy))
     model = build_model(model_spec(config, dataset), config.seed)

@@ -16,6 +16,7 @@ from loaders import take as _take
 from fcn_jax import sharding
 from fcn_jax.data import (
     EvalLoader,
+    SizePolicy,
     auto_buckets,
     load_dataset,
     padding_efficiency,
@@ -59,6 +60,26 @@ def test_parse_size_policy(spec, dims, want):
     assert policy.spatial_dims == dims
     for key, value in want.items():
         assert getattr(policy, key) == value
+    assert parse_size_policy(policy.spec(), dims) == policy  # spec() parses back to it
+
+
+def test_spec_round_trips_random_policies():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        d = int(rng.integers(1, 3))
+        low = tuple(int(v) for v in rng.integers(4, 30, d))
+        step = int(rng.integers(1, 9))
+        high = tuple(lo + step * int(rng.integers(0, 4)) for lo in low)
+        aspect = round(float(rng.uniform(1, 3)), 3) if d == 2 else None
+        for policy in (
+            SizePolicy("fixed", d, size=high),
+            SizePolicy("mixed_step", d, low=low, high=high, step=step, scale_batch=step > 4),
+            SizePolicy("mixed_example", d, low=low, high=high, log_scale=step > 4),
+        ):
+            assert parse_size_policy(policy.spec(), d) == policy, policy.spec()
+        if aspect and max(high) <= aspect * min(low):  # some size within the aspect bound
+            bounded = SizePolicy("mixed_example", d, low=low, high=high, max_aspect=aspect)
+            assert parse_size_policy(bounded.spec(), d) == bounded, bounded.spec()
 
 
 @pytest.mark.parametrize(

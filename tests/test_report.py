@@ -9,8 +9,10 @@ from PIL import Image
 
 import fcn_jax.outputs
 from fcn_jax.config import TrainConfig
+from fcn_jax.data import parse_size_policy
 from fcn_jax.runs.compare import aggregate_policy, run_name
 from fcn_jax.runs.report import findings, report_markdown, write_report
+from fcn_jax.sizes import format_size
 
 SIZES_2D = ("16x16", "28x16", "28x28", "40x40")  # already in sort_sizes order (by area)
 
@@ -96,12 +98,20 @@ def make_results(per_policy: dict, *, spatial_dims=2, seeds=(0, 1, 2), command=N
         "options": {},
         "seeds": list(seeds),
         "eval_sizes": list(first["eval_accuracy"]),
+        "fixed_size": fixed_size(per_policy, spatial_dims),
         "notes": ["native dropped: every example has the same size."],
         "policies": policies,
     }
     results["findings"] = findings(results)
     results["wall_time_s"] = 123.4
     return results
+
+
+def fixed_size(per_policy: dict, spatial_dims: int) -> str | None:
+    """compare.json's ``fixed_size``: the fixed policy's size, as the comparison's plan has it."""
+    if "fixed" not in per_policy:
+        return None
+    return format_size(parse_size_policy(per_policy["fixed"][0], spatial_dims).size)
 
 
 def fixed_vs_mixed(**kw) -> dict:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fcn_jax.sizes import format_size, parse_size
+from fcn_jax.sizes import check_min_size, format_size, parse_size, parse_sizes
 
 EXAMPLES = 50  # random sizes per property check
 
@@ -117,3 +117,31 @@ def test_random_wrong_dimensionality_is_rejected():
         for dims in (1, 3):
             with pytest.raises(ValueError, match=rf"^'{text}' is not a {dims}-D size$"):
                 parse_size(text, dims)
+
+
+def test_parse_sizes_lists_and_grids():
+    assert parse_sizes("28, 28x16,28", 2, flag="eval_sizes") == [(28, 28), (28, 16)]  # no repeats
+    assert parse_sizes("grid:28,16", 2, flag="eval_sizes") == [
+        (16, 16),
+        (16, 28),
+        (28, 16),
+        (28, 28),
+    ]
+    assert parse_sizes("40,32", 1, flag="eval_sizes") == [(40,), (32,)]
+    for spec, dims, grid, message in [
+        ("", 2, True, "expected a list like"),
+        ("grid:16,28", 1, True, "expected a list like"),
+        ("grid:16,28", 2, False, r"28,42,56 \(no grid:\)"),
+        ("grid:16x8", 2, True, "grid: takes single numbers"),
+        ("28,a", 2, True, "'a' is not a size"),
+    ]:
+        with pytest.raises(ValueError, match=rf"^--tta_sizes={spec!r}: .*{message}") as e:
+            parse_sizes(spec, dims, flag="tta_sizes", grid=grid)
+        assert "\n" not in str(e.value)
+
+
+def test_check_min_size_names_every_size_below():
+    check_min_size([(8, 8), (9, 30)], (8, 8), "--eval_sizes:")  # at the minimum: fine
+    with pytest.raises(ValueError) as e:
+        check_min_size([(8, 8), (7, 30), (30, 4)], (8, 8), "--eval_sizes:")
+    assert str(e.value) == "--eval_sizes: [(7, 30), (30, 4)] below the model's minimum size (8, 8)"

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from fcn_jax.sizes import Size, parse_size
+from fcn_jax.sizes import Size, format_size, parse_size
 
 DEFAULT_STEP = 8
 DEFAULT_AUTO_BUCKETS = 8
@@ -45,6 +45,8 @@ _BUCKET_FORMS = "expected 'auto:K' or a comma-separated list of shapes like '32x
 
 # Policy kinds whose batches hold examples of different sizes, zero-padded into buckets.
 PADDED_KINDS = ("native", "mixed_example")
+# Former names of policy kinds: mixed_step was `mixed` before mixed_example existed.
+KIND_ALIASES = {"mixed": "mixed_step"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +73,19 @@ class SizePolicy:
     scale_batch: bool = False
     log_scale: bool = False
     max_aspect: float | None = None
+
+    def spec(self) -> str:
+        """The policy string that parses back to this policy (``fixed:28x16``, ``native``,
+        ``mixed_step:14-56:14``, ``mixed_example:16-56:log:aspect=1.25``)."""
+        if self.kind == "native":
+            return "native"
+        if self.kind == "fixed":
+            return f"fixed:{format_size(self.size)}"
+        text = f"{self.kind}:{format_size(self.low)}-{format_size(self.high)}"
+        if self.kind == "mixed_step":
+            return text + f":{self.step}" + (":scale" if self.scale_batch else "")
+        aspect = f":aspect={self.max_aspect!r}" if self.max_aspect is not None else ""
+        return text + (":log" if self.log_scale else "") + aspect
 
     @property
     def pads(self) -> bool:
@@ -151,12 +166,13 @@ def parse_size_policy(spec: str, spatial_dims: int) -> SizePolicy:
     if spatial_dims not in (1, 2):
         raise ValueError(f"spatial_dims must be 1 or 2, got {spatial_dims}")
     kind, _, rest = spec.strip().partition(":")
+    kind = KIND_ALIASES.get(kind, kind)
     try:
         if kind == "native" and not rest:
             return SizePolicy("native", spatial_dims)
         if kind == "fixed" and rest:
             return SizePolicy("fixed", spatial_dims, size=parse_size(rest, spatial_dims))
-        if kind in ("mixed", "mixed_step") and rest:
+        if kind == "mixed_step" and rest:
             return _parse_mixed_step(rest, spatial_dims)
         if kind == "mixed_example" and rest:
             return _parse_mixed_example(rest, spatial_dims)

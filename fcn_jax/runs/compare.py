@@ -25,16 +25,16 @@ from fcn_jax.config import (
     TrainConfig,
     parse_eval_sizes,
 )
-from fcn_jax.data import Dataset, parse_size_policy
+from fcn_jax.data import Dataset, SizePolicy, parse_size_policy
+from fcn_jax.data.policies import KIND_ALIASES
 from fcn_jax.run import train_and_evaluate
 from fcn_jax.runs.report import PRODUCTION_SIZE, findings, write_report
 from fcn_jax.runs.rundir import RunDir
 from fcn_jax.runs.stats import machine_info, sort_sizes, stats
-from fcn_jax.setup import default_train_size, model_spec, open_dataset
+from fcn_jax.setup import default_policy, model_spec, open_dataset
 from fcn_jax.sizes import format_size
 
 POLICIES = ("fixed", "mixed_step", "mixed_example", "native")
-POLICY_ALIASES = {"mixed": "mixed_step"}  # the name of mixed_step before mixed_example existed
 
 # Defaults of a comparison where they differ from a lone training run's: all policies together
 # must finish in about 5 minutes on a 2-core CPU (see benchmarks/compare_budget.py). They fill
@@ -113,7 +113,7 @@ class CompareConfig:
             )
         if self.seeds < 1:
             raise ValueError(f"--seeds={self.seeds}: expected a positive number")
-        self.policies = tuple(POLICY_ALIASES.get(p, p) for p in self.policies)
+        self.policies = tuple(KIND_ALIASES.get(p, p) for p in self.policies)
         unknown = [p for p in self.policies if p not in POLICIES]
         if unknown or not self.policies or len(set(self.policies)) != len(self.policies):
             raise ValueError(
@@ -124,8 +124,10 @@ class CompareConfig:
     def policy_specs(self, dataset, eval_sizes: list) -> dict[str, str]:
         """Each policy's ``--train_size`` (e.g. ``{"fixed": "fixed:28", ...}``), the defaults
         derived from ``dataset`` and the test sizes (see the attributes)."""
-        d, own = dataset.spatial_dims, default_train_size(dataset)  # "fixed:28x28" or "native"
-        fixed = self.fixed_size or own.partition(":")[2] or ("28" if d == 2 else "40")
+        d, own = dataset.spatial_dims, default_policy(dataset)  # fixed at the data's size or native
+        fixed = self.fixed_size or (
+            format_size(own.size) if own.size else ("28" if d == 2 else "40")
+        )
         f = parse_size_policy(f"fixed:{fixed}", d).size
         lo = [min(v) for v in zip(f, *eval_sizes)]
         hi = [max(v) for v in zip(f, *eval_sizes)]
@@ -168,7 +170,7 @@ class Plan:
     base: TrainConfig  # resolved; eval_sizes and the compilation cache shared by every run
     policies: list[str]
     specs: dict[str, str]  # policy → its --train_size
-    pads: dict[str, bool]  # policy → whether its training batches are padded
+    parsed: dict[str, SizePolicy]  # policy → its --train_size, parsed once
     seeds: list[int]
     notes: list[str]
 
@@ -178,7 +180,7 @@ class Plan:
             train_size=self.specs[policy],
             seed=seed,
             # A recipe's or the user's buckets are the padded policies' own setting.
-            buckets=self.base.buckets if self.pads[policy] else None,
+            buckets=self.base.buckets if self.parsed[policy].pads else None,
         )
 
 
@@ -189,7 +191,7 @@ def plan_comparison(
     bad sizes and policies fail here, before any training."""
     d = dataset.spatial_dims
     notes, policies = [], list(config.policies)
-    if "native" in policies and default_train_size(dataset) != "native":
+    if "native" in policies and default_policy(dataset).kind != "native":
         policies.remove("native")
         notes.append(
             f"native dropped: every example of {dataset.name} has the same size, so native "
@@ -201,7 +203,7 @@ def plan_comparison(
     eval_sizes, note = shared_eval_sizes(base.eval_sizes, d)
     notes += [note] if note else []
     specs = config.policy_specs(dataset, parse_eval_sizes(eval_sizes, d))
-    pads = {p: parse_size_policy(specs[p], d).pads for p in policies}
+    parsed = {p: parse_size_policy(specs[p], d) for p in policies}
     base = dataclasses.replace(
         base,
         eval_sizes=eval_sizes,
@@ -210,7 +212,7 @@ def plan_comparison(
         or os.path.join(os.path.abspath(workdir), "xla_cache"),
     )
     seeds = [base.seed + k for k in range(config.seeds)]
-    return Plan(base, policies, specs, pads, seeds, notes)
+    return Plan(base, policies, specs, parsed, seeds, notes)
 
 
 def run_comparison(config: CompareConfig, workdir: str, *, command: list[str] | None = None):
@@ -249,6 +251,7 @@ def run_comparison(config: CompareConfig, workdir: str, *, command: list[str] | 
         },
         "seeds": plan.seeds,
         "eval_sizes": sort_sizes(first["eval_accuracy"]),
+        "fixed_size": format_size(plan.parsed["fixed"].size) if "fixed" in plan.parsed else None,
         "notes": plan.notes,
         "policies": per_policy,
     }

@@ -12,7 +12,7 @@ import numpy as np
 
 from fcn_jax.outputs import write_atomic, write_json
 from fcn_jax.runs.stats import fmt, sort_sizes, stats
-from fcn_jax.sizes import format_size, parse_size
+from fcn_jax.sizes import format_size
 
 PRODUCTION_SIZE = (28, 16)  # the 28x16 test size every 2-D comparison includes
 # A test size "falls off" when it loses more than this below the policy's best; "far" beyond
@@ -117,8 +117,7 @@ def _mixed_vs_fixed(results: dict, mixed: str) -> str:
     prod = format_size(PRODUCTION_SIZE)
     if prod in fixed:
         text += f"; at {prod} it is {_gap(other, fixed, prod)} fixed"
-    own = results["policies"]["fixed"]["train_size"].removeprefix("fixed:")
-    own = format_size(parse_size(own, results["dataset"]["spatial_dims"]))
+    own = results["fixed_size"]
     if own in fixed:
         text += f", at fixed's own size {own} {_gap(other, fixed, own)}"
     return text + "."
