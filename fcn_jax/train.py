@@ -184,7 +184,7 @@ class _TrainLog:
     def write(self, step: int) -> None:
         window = jax.device_get(self._window)
         values = {k: float(sum(m[k] for m in window)) / len(window) for k in window[0]}
-        values["learning_rate"] = float(self._schedule(step))
+        values["learning_rate"] = float(self._schedule(step - 1))  # optax counts from 0
         self._writer.write(step, "train", values)
         self._progress.update(step, step - self._last, values)
         self.final_loss, self._window, self._last = values["loss"], [], step
