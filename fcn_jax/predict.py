@@ -9,10 +9,10 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from fcn_jax.cam import cam_overlay, save_png
 from fcn_jax.checkpoint import restore_run, run_class_names
+from fcn_jax.data.folder import decode_image
 from fcn_jax.data.policies import fit_min_size
 from fcn_jax.export import ExportedModel, load_exported
 from fcn_jax.sizes import format_size
@@ -29,21 +29,13 @@ def load_predictor(model: str) -> ExportedModel:
 
 
 def load_image(path: str, channels: int) -> np.ndarray:
-    """Read a PNG/JPEG (any mode) as (H, W, channels) float32 in [0, 1].
+    """Read a PNG/JPEG (any mode) as (H, W, channels) float32 in [0, 1], exactly as training
+    reads a folder dataset's files (:func:`fcn_jax.data.folder.decode_image`).
 
     ``channels`` 1 converts to grayscale (``L``), 3 to ``RGB``. ``ValueError`` naming the file
     when it cannot be read.
     """
-    modes = {1: "L", 3: "RGB"}
-    if channels not in modes:
-        raise ValueError(f"image files can feed 1- or 3-channel models, not {channels} channels")
-    try:
-        with Image.open(path) as im:
-            array = np.asarray(im.convert(modes[channels]), np.float32) / 255.0
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        reason = "not a readable image" if isinstance(e, UnidentifiedImageError) else str(e)
-        raise ValueError(f"cannot read image {path}: {reason}") from None
-    return array.reshape(*array.shape[:2], channels)
+    return decode_image(path, channels)
 
 
 @dataclasses.dataclass

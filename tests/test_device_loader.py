@@ -15,9 +15,9 @@ from tiny import TINY_TRAIN
 from fcn_jax import sharding
 from fcn_jax.config import TrainConfig
 from fcn_jax.data import TrainLoader, parse_size_policy, resize, resolve_buckets
+from fcn_jax.data.arrays import ArraySource
 from fcn_jax.data.augment import parse_augmentation
 from fcn_jax.data.device_loader import DeviceLoader, assemble, device_data_problem, read_arrays
-from fcn_jax.data.sources import ArraySource
 from fcn_jax.models import layers, strided_conv
 from fcn_jax.run import train_and_evaluate
 

@@ -343,3 +343,43 @@ def test_folder_empty_and_missing(tmp_path):
     (tmp_path / "b").rmdir()
     with pytest.raises(DataError, match=r"one class folder \(a\); a classifier needs at least 2$"):
         load_dataset(f"folder:{tmp_path}")
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_decode_image_is_what_training_and_predict_read(tmp_path, mode):
+    """One decode for the folder source and for predict: the same array, bit for bit."""
+    from fcn_jax.data.folder import decode_image
+    from fcn_jax.predict import load_image
+
+    rng = np.random.default_rng(4)
+    shape = (9, 13) if mode == "L" else (9, 13, 3)
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            _write(tmp_path / split / cls / "x.png", rng.integers(0, 256, shape, dtype=np.uint8))
+    ds = load_dataset(f"folder:{tmp_path}")
+    channels = 1 if mode == "L" else 3
+    assert ds.in_channels == channels
+    path = tmp_path / "train" / "b" / "x.png"
+    decoded = decode_image(path, channels)
+    assert decoded.shape == (9, 13, channels) and decoded.dtype == np.float32
+    np.testing.assert_array_equal(decoded, ds.train[1]["image"])
+    np.testing.assert_array_equal(decoded, load_image(str(path), channels))
+    with open(path, "rb") as f:
+        np.testing.assert_array_equal(decoded, decode_image(f, channels))
+    want = np.asarray(Image.open(path).convert(mode)).reshape(9, 13, channels) / np.float32(255)
+    np.testing.assert_array_equal(decoded, want)
+
+
+def test_decode_image_errors_name_the_file(tmp_path):
+    from fcn_jax.data.folder import decode_image
+
+    rng = np.random.default_rng(5)
+    for cls in ("a", "b"):
+        for split in ("train", "test"):
+            _write(tmp_path / split / cls / "x.png", _gray(rng, 4, 4))
+    ds = load_dataset(f"folder:{tmp_path}")
+    (tmp_path / "train" / "a" / "x.png").write_bytes(b"gone bad since")
+    with pytest.raises(DataError, match=r"^cannot read image .*a/x\.png: not a readable image$"):
+        ds.train[0]
+    with pytest.raises(DataError, match="1- or 3-channel models, not 4 channels"):
+        decode_image(tmp_path / "test" / "a" / "x.png", 4)

@@ -1,8 +1,10 @@
-"""Data: sources (TFDS, npz, image folders), size policies and buckets, train/eval loaders.
+"""Data: sources (TFDS, npz, IDX, image folders), size policies and buckets, train/eval loaders.
 
-Importing this package does not import the TFDS builders; ``load_dataset`` imports them on use.
+Importing this package does not import ``tensorflow_datasets`` nor the TFDS builders;
+``load_dataset`` imports them on use.
 """
 
+from fcn_jax.data.load import load_dataset
 from fcn_jax.data.loader import EvalLoader, TrainLoader
 from fcn_jax.data.policies import (
     SizePolicy,
@@ -14,7 +16,7 @@ from fcn_jax.data.policies import (
     resize,
     resolve_buckets,
 )
-from fcn_jax.data.sources import DataError, Dataset, Source, Subset, load_dataset
+from fcn_jax.data.sources import DataError, Dataset, Source, Subset
 
 __all__ = [
     "DataError",

@@ -32,8 +32,9 @@ import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
+from fcn_jax.data.arrays import array_dataset, array_split, check_labels
 from fcn_jax.data.offline_builder import prepare_locked
-from fcn_jax.data.sources import DataError, Dataset, _array_dataset, _array_split, _npz_labels
+from fcn_jax.data.sources import DataError, Dataset
 
 log = logging.getLogger(__name__)
 
@@ -188,11 +189,9 @@ def load_idx(path: str, pixel_range: tuple[float, float] = (0.0, 1.0)) -> Datase
         images, labels = _read_split(files, split)
         where = (str(files[f"{split}_images"]), str(files[f"{split}_labels"]))
         splits.append(
-            _array_split(
-                images, labels, where, dims=None, num_classes=None, pixel_range=pixel_range
-            )
+            array_split(images, labels, where, dims=None, num_classes=None, pixel_range=pixel_range)
         )
-    return _array_dataset(f"idx:{path}", splits, None)
+    return array_dataset(f"idx:{path}", splits, None)
 
 
 # --- TFDS's mnist, fashion_mnist and kmnist from IDX files ---------------------------------
@@ -258,7 +257,7 @@ class _FromIdx:
                 f"{images.dtype} {images.shape[1:]}; read it with --dataset=idx:{image_file.parent}"
             )
         num_classes = self.info.features["label"].num_classes
-        labels = _npz_labels(
+        labels = check_labels(
             labels, len(images), num_classes, str(self._idx_files[f"{split}_labels"])
         )
         return images.reshape(len(images), *_TFDS_SHAPE), labels

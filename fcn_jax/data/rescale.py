@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fcn_jax.data.sources import DataError, load_dataset
+from fcn_jax.data.load import load_dataset
+from fcn_jax.data.sources import DataError
 from fcn_jax.outputs import write_atomic
 
 SPLITS = ("train", "val", "test")

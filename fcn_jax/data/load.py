@@ -1,0 +1,65 @@
+"""``load_dataset(spec)``: the one way from a ``--dataset`` spec to a :class:`Dataset`.
+
+``spec`` is one of:
+
+* ``procedural_digits[/CONFIG]``, ``mnist1d[/CONFIG]``: this package's TFDS builders, built on
+  first use in ``data_dir``.
+* ``npz:PATH``: arrays ``train_images``, ``train_labels``, ``test_images``, ``test_labels``
+  (see :func:`fcn_jax.data.arrays.load_npz`).
+* ``idx:DIR`` (or ``idx:DIR/PREFIX``): the four MNIST-style IDX files, plain or gzipped (see
+  :func:`fcn_jax.data.idx.load_idx`).
+* ``folder:PATH``: one subfolder of PNG/JPEG files per class (see
+  :func:`fcn_jax.data.folder.load_folder`).
+* any other TFDS name (``mnist``, ``cifar10``, ``imagenette/160px``...), read with
+  ``tfds.data_source`` from an ArrayRecord copy already prepared in ``data_dir``; ``mnist``,
+  ``fashion_mnist`` and ``kmnist`` are built there from their IDX files when those are found in
+  ``data_dir`` (see :func:`fcn_jax.data.idx.prepare_tfds`).
+
+The modules of the kinds that need TFDS (``idx``, ``tfds_source``) are imported on use, so
+importing this module does not import ``tensorflow_datasets``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from fcn_jax.data.arrays import load_npz
+from fcn_jax.data.folder import load_folder
+from fcn_jax.data.sources import KNOWN_SOURCES, DataError, Dataset
+
+
+def load_dataset(
+    spec: str,
+    data_dir: str | None = None,
+    *,
+    skip_corrupt: bool = False,
+    pixel_range: tuple[float, float] = (0.0, 1.0),
+) -> Dataset:
+    """Open the dataset named by ``spec`` (see the module docstring).
+
+    Args:
+      spec: ``npz:PATH``, ``idx:DIR[/PREFIX]``, ``folder:PATH`` or a TFDS name with optional
+        ``/config``.
+      data_dir: TFDS data directory (default: TFDS's own default).
+      skip_corrupt: folder datasets: leave out unreadable image files (counted in
+        ``Source.skipped``, and logged) instead of raising.
+      pixel_range: npz and idx datasets: the range float pixel values must lie in.
+    Raises:
+      DataError: with a one-line message naming the file, key or dataset at fault.
+    """
+    prefix, colon, path = spec.partition(":")
+    if not colon or re.fullmatch(r"[\d*]+(\.[\d*]+)*", path):  # none, or a TFDS version
+        from fcn_jax.data.tfds_source import load_tfds  # imports tensorflow_datasets
+
+        return load_tfds(spec, data_dir)
+    if prefix == "npz":
+        return load_npz(path, pixel_range)
+    if prefix == "idx":
+        from fcn_jax.data.idx import load_idx  # imports tensorflow_datasets
+
+        return load_idx(path, pixel_range)
+    if prefix == "folder":
+        return load_folder(path, skip_corrupt=skip_corrupt)
+    raise DataError(
+        f"--dataset={spec}: unknown source prefix {prefix + ':'!r}; known: {KNOWN_SOURCES}"
+    )
