@@ -17,9 +17,16 @@ from __future__ import annotations
 
 import sys
 
+import jax
 from absl import app, flags
 
-from experiments.flags import config_from_flags, define_flags, run_cleanly
+from experiments.flags import (
+    config_from_flags,
+    define_cluster_flags,
+    define_flags,
+    run_cleanly,
+    setup_process_from_flags,
+)
 from fcn_jax.checkpoint import CheckpointError
 from fcn_jax.config import TrainConfig, field_help
 from fcn_jax.runs.compare import (
@@ -29,10 +36,12 @@ from fcn_jax.runs.compare import (
     TRAIN_DEFAULTS,
     CompareConfig,
     run_comparison,
+    with_shared_cache,
 )
 from fcn_jax.train import NonFiniteLossError
 
 define_flags(TrainConfig, field_help(TRAIN_DEFAULTS))
+define_cluster_flags()
 flags.FLAGS.set_default("dataset", DEFAULT_DATASET)
 flags.FLAGS.set_default("eval_examples", DEFAULT_EVAL_EXAMPLES)
 flags.DEFINE_string("workdir", "runs/compare", "comparison directory: runs, report and plots")
@@ -65,8 +74,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
+    train = config_from_flags(TrainConfig)
+    setup_process_from_flags(with_shared_cache(train, f.workdir))  # before any JAX call
     config = CompareConfig(
-        train=config_from_flags(TrainConfig),
+        train=train,
         seeds=f.seeds,
         policies=tuple(f.policies),
         fixed_size=f.fixed_size,
@@ -75,8 +86,9 @@ def main(argv):
     )
     command = ["python", "-m", "experiments.compare", *sys.argv[1:]]
     results = run_comparison(config, f.workdir, command=command)
-    print("\n".join(f"- {line}" for line in results["findings"]))
-    print(f"report: {f.workdir}/report.md")
+    if jax.process_index() == 0:  # one process speaks for a multi-host run
+        print("\n".join(f"- {line}" for line in results["findings"]))
+        print(f"report: {f.workdir}/report.md")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging as logging_std
+import os
 import sys
 from collections.abc import Callable
 
@@ -27,20 +28,56 @@ def define_flags(config_cls, help_texts: dict[str, str]) -> None:
         define(field.name, field.default, help_texts.get(field.name, field.name))
 
 
+CLUSTER_HELP = {
+    "coordinator_address": "with --distributed: HOST:PORT of process 0 (default: JAX detects "
+    "the cluster: Slurm, Open MPI, Cloud TPU)",
+    "num_processes": "with --distributed and --coordinator_address: the number of processes",
+    "process_id": "with --distributed and --coordinator_address: this process's index",
+    "distributed_timeout_s": "with --distributed: seconds to wait for the other processes at "
+    "start-up, and for a lost one's heartbeat, before exiting with an error",
+}
+
+
+def define_cluster_flags() -> None:
+    """The flags of :class:`fcn_jax.process.Cluster`, for every command that trains."""
+    from fcn_jax.process import Cluster
+
+    define_flags(Cluster, CLUSTER_HELP)
+
+
+def setup_process_from_flags(config) -> None:
+    """:func:`fcn_jax.process.setup_process` with the cluster flags: at the top of ``main``,
+    before any JAX call."""
+    from fcn_jax.process import Cluster, setup_process
+
+    setup_process(config, config_from_flags(Cluster))
+
+
 def config_from_flags(config_cls):
     """The config dataclass filled from the parsed flags of the same names."""
     return config_cls(**{f.name: flags.FLAGS[f.name].value for f in dataclasses.fields(config_cls)})
 
 
 def run_cleanly(main: Callable, errors: tuple[type[BaseException], ...]) -> Callable:
-    """Wrap an absl main so expected errors exit 1 with one line instead of a stack trace."""
+    """Wrap an absl main so expected errors exit 1 with one line instead of a stack trace
+    (naming the process in a multi-host run). A multi-host run that lost a process exits 1
+    with one line naming it, at once: JAX's own shutdown would wait for the lost process."""
 
     def wrapped(argv):
+        from fcn_jax.process import label, lost_process_error, timeout_s
+
         quiet_libraries()
         try:
             return main(argv)
-        except errors as e:
-            print(f"error: {e}", file=sys.stderr)
+        except Exception as e:
+            lost = lost_process_error(e, timeout_s())
+            if lost is not None:  # exit at once: JAX's shutdown would wait for the lost one
+                print(f"error: {label()}{lost}", file=sys.stderr, flush=True)
+                sys.stdout.flush()
+                os._exit(1)
+            if not isinstance(e, errors):
+                raise
+            print(f"error: {label()}{e}", file=sys.stderr)
             sys.exit(1)
 
     return wrapped

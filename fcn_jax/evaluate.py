@@ -13,7 +13,6 @@ from absl import logging
 from flax import nnx
 from jax.sharding import Mesh
 
-from fcn_jax import sharding
 from fcn_jax.cam import pointing_game
 from fcn_jax.data import EvalLoader, Source, Subset
 from fcn_jax.sharding import to_global
@@ -246,6 +245,7 @@ class Evaluator:
       mode: ``resize`` or ``canvas`` (how an example is brought to a test size).
       batch_size: the global evaluation batch, rounded up to a multiple of the devices (the
         padding rows count for nothing).
+      steps_kw: the compiled steps' shardings and trace settings (``Setup.steps_kw``).
     """
 
     def __init__(
@@ -261,10 +261,8 @@ class Evaluator:
         min_size: Sequence[int],
         mesh: Mesh,
         recalibrate: bool,
+        steps_kw: dict,
     ):
-        steps_kw = dict(
-            state_sharding=sharding.replicated(mesh), batch_sharding=sharding.batch_sharded(mesh)
-        )
         self.test, self.mode, self._train = test, mode, train
         self._eval_step = make_eval_step(eval_graphdef, with_maps=test.has_bbox, **steps_kw)
         self._logits_step = make_logits_step(eval_graphdef, **steps_kw)

@@ -46,10 +46,21 @@ def read_json(path: str) -> Any:
 class MetricsWriter:
     """Appends one JSON object per record to ``metrics.jsonl`` and mirrors scalars to
     TensorBoard (tensorboardX). On resume, records after the restored step, and those of the
-    ``rewritten`` kinds at it, are dropped so the file reads as one uninterrupted run."""
+    ``rewritten`` kinds at it, are dropped so the file reads as one uninterrupted run. Only
+    the ``writer`` (process 0 of a multi-host run) touches the files; the others read."""
 
-    def __init__(self, workdir: str, resume_step: int = 0, rewritten: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        workdir: str,
+        resume_step: int = 0,
+        rewritten: tuple[str, ...] = (),
+        *,
+        writer: bool = True,
+    ):
         self.path = os.path.join(workdir, "metrics.jsonl")
+        self._tb = None
+        if not writer:
+            return
         if not os.path.exists(self.path):
             write_atomic(self.path, "")
         else:
@@ -67,6 +78,8 @@ class MetricsWriter:
     def last(self, kind: str) -> dict[str, Any] | None:
         """The latest record of ``kind`` (e.g. the last train metrics before a resume)."""
         found = None
+        if not os.path.exists(self.path):
+            return None
         with open(self.path) as f:
             for line in f:
                 record = json.loads(line)
@@ -76,6 +89,8 @@ class MetricsWriter:
     def write(self, step: int, kind: str, values: dict[str, Any]) -> None:
         """One record; its scalars go to TensorBoard as ``KIND/KEY`` (``KIND/KEY/SIZE`` for
         records of one test size), flushed at once so a killed run keeps them."""
+        if self._tb is None:  # not the writer
+            return
         record = {"step": int(step), "kind": kind, **values}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -88,7 +103,8 @@ class MetricsWriter:
         self._tb.write(step, scalars)
 
     def close(self) -> None:
-        self._tb.close()
+        if self._tb is not None:
+            self._tb.close()
 
 
 class _EventFile:

@@ -13,7 +13,9 @@ import numpy as np
 from fcn_jax.cam import cam_overlay, save_png
 from fcn_jax.checkpoint import restore_run, run_class_names
 from fcn_jax.data.folder import decode_image
-from fcn_jax.data.policies import fit_min_size
+from fcn_jax.data.resize import (
+    fit_min_size,
+)
 from fcn_jax.export import ExportedModel, load_exported
 from fcn_jax.sizes import format_size
 

@@ -50,6 +50,7 @@ def make_evaluator(setup: Setup) -> Evaluator:
         min_size=setup.model.min_size,
         mesh=setup.mesh,
         recalibrate=bool(config.recalibrate_bn),
+        steps_kw=setup.steps_kw,
     )
 
 

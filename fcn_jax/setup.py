@@ -1,6 +1,6 @@
 """A run's setup: ``build(config) -> Setup`` resolves a config and makes everything a run
 needs before its first step (dataset, model, buckets, mesh, train loader, optimizer, state,
-compiled train step), and ``setup_process`` makes the process-wide JAX settings.
+compiled train step); the process-wide settings are :func:`fcn_jax.process.setup_process`'s.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from fcn_jax.data import (
 from fcn_jax.data.augment import parse_augmentation
 from fcn_jax.data.device_loader import DeviceLoader, device_data_problem
 from fcn_jax.models import ModelSpec, build_model
-from fcn_jax.models.strided_conv import set_conv_grad
 from fcn_jax.optim import make_optimizer, make_schedule
+from fcn_jax.process import setup_process
 from fcn_jax.sizes import check_min_size
 from fcn_jax.steps import CompiledStep, init_state, make_train_step
 
@@ -75,18 +75,6 @@ def matmul_precision(config: TrainConfig, policy: SizePolicy) -> str | None:
     if value == "auto":
         value = "highest" if config.precision == "float32" and policy.pads else "default"
     return None if value == "default" else value
-
-
-def setup_process(config: TrainConfig) -> None:
-    """The process-wide JAX settings of ``config``: distributed runtime, conv gradient,
-    persistent compilation cache."""
-    if config.distributed:
-        jax.distributed.initialize()
-    set_conv_grad(config.conv_grad)
-    if config.compilation_cache_dir:
-        jax.config.update("jax_compilation_cache_dir", config.compilation_cache_dir)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def make_train_loader(config: TrainConfig, dataset: Dataset, policy, buckets, mesh, min_size):
@@ -137,7 +125,7 @@ class Setup:
     eval_graphdef: nnx.GraphDef
     state: dict  # the fresh state, on the host (the loop restores or places it)
     train_step: CompiledStep  # takes and returns jax.tree.leaves(state)
-    steps_kw: dict  # the state and batch shardings of the compiled steps
+    steps_kw: dict  # the compiled steps' shardings and trace settings (CompiledStep)
 
 
 def build(config: TrainConfig, dataset: Dataset | None = None) -> Setup:
@@ -154,8 +142,6 @@ def build(config: TrainConfig, dataset: Dataset | None = None) -> Setup:
         parse_size_policy(config.train_size, d) if config.train_size else default_policy(dataset)
     )
     train_size = config.train_size or policy.spec()
-    if jax.default_backend() != "cpu":  # CPUs compute float32 in full at every setting
-        jax.config.update("jax_default_matmul_precision", matmul_precision(config, policy))
     model = build_model(model_spec(config, dataset), config.seed)
     min_size = model.min_size
     for flag, sizes in (("eval_sizes", eval_sizes), ("tta_sizes", tta_sizes)):
@@ -172,7 +158,13 @@ def build(config: TrainConfig, dataset: Dataset | None = None) -> Setup:
     model.eval()
     eval_graphdef = nnx.split(model, nnx.Param, ...)[0]
     steps_kw = dict(
-        state_sharding=sharding.replicated(mesh), batch_sharding=sharding.batch_sharded(mesh)
+        state_sharding=sharding.replicated(mesh),
+        batch_sharding=sharding.batch_sharded(mesh),
+        # CPUs compute float32 in full at every setting.
+        matmul_precision=matmul_precision(config, policy)
+        if jax.default_backend() != "cpu"
+        else None,
+        conv_grad=config.conv_grad,
     )
     train_step = make_train_step(
         graphdef,

@@ -8,6 +8,7 @@ shape, so the number of compilations is exactly the number of distinct shapes se
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from absl import logging
 from flax import nnx
 
 from fcn_jax.models.layers import global_pool
+from fcn_jax.models.strided_conv import conv_grad_mode
 
 # The batch keys the train step takes (and BatchNorm recalibration, which runs its forward pass).
 TRAIN_KEYS = ("image", "label", "sizes")
@@ -133,8 +135,19 @@ class CompiledStep:
     the image shapes they were built for.
     """
 
-    def __init__(self, fn: Callable, name: str, state_sharding, batch_sharding, donate: bool):
+    def __init__(
+        self,
+        fn: Callable,
+        name: str,
+        state_sharding,
+        batch_sharding,
+        donate: bool,
+        matmul_precision: str | None = None,
+        conv_grad: str = "auto",
+    ):
         self.name = name
+        # Settings read while tracing: this step's own, whatever other runs of the process use.
+        self._matmul_precision, self._conv_grad = matmul_precision, conv_grad
         self._jitted = jax.jit(
             fn,
             in_shardings=(state_sharding, batch_sharding),
@@ -159,7 +172,8 @@ class CompiledStep:
                 for k, v in batch.items()
             }
             start = time.perf_counter()
-            self._executables[key] = self._jitted.lower(state, spec).compile()
+            with self._trace_settings():
+                self._executables[key] = self._jitted.lower(state, spec).compile()
             seconds = time.perf_counter() - start
             self.compile_seconds += seconds
             self.shapes.append(tuple(batch["image"].shape))
@@ -175,6 +189,13 @@ class CompiledStep:
     def __call__(self, state, batch):
         return self.compile(state, batch)(state, batch)
 
+    def _trace_settings(self) -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        if self._matmul_precision is not None:
+            stack.enter_context(jax.default_matmul_precision(self._matmul_precision))
+        stack.enter_context(conv_grad_mode(self._conv_grad))
+        return stack
+
 
 def over_leaves(fn: Callable, treedef) -> Callable:
     """``fn(state, batch) -> (state, out)`` as a function of the state's leaves (a list of
@@ -189,11 +210,10 @@ def over_leaves(fn: Callable, treedef) -> Callable:
     return flat
 
 
-def make_train_step(
-    graphdef, tx, *, label_smoothing, use_sizes, state_sharding, batch_sharding, treedef=None
-):
+def make_train_step(graphdef, tx, *, label_smoothing, use_sizes, treedef=None, **step_kw):
     """The compiled train step; with ``treedef`` (the state's structure) it takes and returns
-    the state's leaves (:func:`over_leaves`)."""
+    the state's leaves (:func:`over_leaves`). ``step_kw``: :class:`CompiledStep`'s shardings
+    and trace settings."""
     fn = functools.partial(
         train_step,
         graphdef=graphdef,
@@ -203,14 +223,14 @@ def make_train_step(
     )
     if treedef is not None:
         fn = over_leaves(fn, treedef)
-    return CompiledStep(fn, "train", state_sharding, batch_sharding, donate=True)
+    return CompiledStep(fn, "train", donate=True, **step_kw)
 
 
-def make_eval_step(graphdef, *, with_maps, state_sharding, batch_sharding):
+def make_eval_step(graphdef, *, with_maps, **step_kw):
     fn = functools.partial(eval_step, graphdef=graphdef, with_maps=with_maps)
-    return CompiledStep(fn, "eval", state_sharding, batch_sharding, donate=False)
+    return CompiledStep(fn, "eval", donate=False, **step_kw)
 
 
-def make_logits_step(graphdef, *, state_sharding, batch_sharding):
+def make_logits_step(graphdef, **step_kw):
     fn = functools.partial(logits_step, graphdef=graphdef)
-    return CompiledStep(fn, "logits", state_sharding, batch_sharding, donate=False)
+    return CompiledStep(fn, "logits", donate=False, **step_kw)

@@ -115,7 +115,9 @@ def train(setup: Setup, workdir: str, evaluate: Evaluate | None = None) -> Train
             train_step.compile(leaves, _batch_spec(batch, bucket, setup.dataset.in_channels))
     # A finished run evaluates again: its final records are rewritten, not repeated.
     final_kinds = FINAL_KINDS if start_step == total_steps else ()
-    writer = MetricsWriter(workdir, resume_step=start_step, rewritten=final_kinds)
+    writer = MetricsWriter(
+        workdir, resume_step=start_step, rewritten=final_kinds, writer=jax.process_index() == 0
+    )
     meta = {"seed": config.seed, "model_spec": setup.model.spec.to_dict()}
     eval_every = (config.eval_every or 0) if evaluate else 0
 
@@ -234,7 +236,10 @@ def _restore_or_start(setup: Setup, checkpointer: Checkpointer, workdir: str):
 
 
 def _write_config(setup: Setup, workdir: str) -> None:
-    """config.json: the resolved config and what it resolved to (model, sizes, dataset)."""
+    """config.json: the resolved config and what it resolved to (model, sizes, dataset);
+    written by process 0."""
+    if jax.process_index() != 0:
+        return
     write_json(
         os.path.join(workdir, "config.json"),
         {

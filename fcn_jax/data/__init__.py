@@ -12,9 +12,11 @@ from fcn_jax.data.policies import (
     auto_buckets,
     padding_efficiency,
     parse_size_policy,
+    resolve_buckets,
+)
+from fcn_jax.data.resize import (
     place_on_canvas,
     resize,
-    resolve_buckets,
 )
 from fcn_jax.data.sources import DataError, Dataset, Source, Subset
 

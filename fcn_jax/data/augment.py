@@ -15,7 +15,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fcn_jax.data.policies import paste_centered, resize
+from fcn_jax.data.resize import (
+    paste_centered,
+    resize,
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,12 +28,14 @@ from fcn_jax.data.augment import Augmentation
 from fcn_jax.data.plan import BatchPlan, effective_sizes
 from fcn_jax.data.policies import (
     SizePolicy,
+    fitting_buckets,
+    resolve_buckets,
+)
+from fcn_jax.data.resize import (
     canvas_offsets,
     fit_min_size,
-    fitting_buckets,
     place_on_canvas,
     resize,
-    resolve_buckets,
 )
 from fcn_jax.data.sources import Source
 from fcn_jax.sizes import check_min_size

@@ -9,6 +9,7 @@ steps on CPU; measured per backend in the README's Performance section).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
@@ -78,7 +79,8 @@ def _strided_conv_bwd(strides, padding, precision, residuals, dy):
 strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
 
 # The input gradient of strided convolutions: "custom" (:func:`strided_conv`), "autodiff" or
-# "auto" (per backend). Read when a step is traced; training sets it per run (set_conv_grad).
+# "auto" (per backend). Read when a step is traced: each compiled step traces under its run's
+# choice (conv_grad_mode, fcn_jax.steps.CompiledStep).
 _conv_grad = "auto"
 
 
@@ -99,6 +101,16 @@ def set_conv_grad(mode: str) -> str:
         raise ValueError(f"conv_grad {mode!r}: expected auto, custom or autodiff")
     previous, _conv_grad = _conv_grad, mode
     return previous
+
+
+@contextlib.contextmanager
+def conv_grad_mode(mode: str):
+    """:func:`set_conv_grad` for the steps traced inside the block only."""
+    previous = set_conv_grad(mode)
+    try:
+        yield
+    finally:
+        set_conv_grad(previous)
 
 
 def conv_general_dilated(

@@ -17,6 +17,7 @@ import math
 import os
 import time
 
+import jax
 from absl import logging
 
 from fcn_jax.config import (
@@ -204,13 +205,7 @@ def plan_comparison(
     notes += [note] if note else []
     specs = config.policy_specs(dataset, parse_eval_sizes(eval_sizes, d))
     parsed = {p: parse_size_policy(specs[p], d) for p in policies}
-    base = dataclasses.replace(
-        base,
-        eval_sizes=eval_sizes,
-        # Every run compiles the same eval shapes (and seeds the same train shapes): share them.
-        compilation_cache_dir=base.compilation_cache_dir
-        or os.path.join(os.path.abspath(workdir), "xla_cache"),
-    )
+    base = with_shared_cache(dataclasses.replace(base, eval_sizes=eval_sizes), workdir)
     seeds = [base.seed + k for k in range(config.seeds)]
     return Plan(base, policies, specs, parsed, seeds, notes)
 
@@ -257,8 +252,18 @@ def run_comparison(config: CompareConfig, workdir: str, *, command: list[str] | 
     }
     results["findings"] = findings(results)
     results["wall_time_s"] = time.perf_counter() - start  # the whole comparison, reuse included
-    write_report(results, workdir)
+    if jax.process_index() == 0:  # one writer
+        write_report(results, workdir)
     return results
+
+
+def with_shared_cache(config: TrainConfig, workdir: str) -> TrainConfig:
+    """``config`` with ``--compilation_cache_dir`` (unless set) ``workdir/xla_cache``: every run
+    compiles the same eval shapes (and some of the same train shapes)."""
+    default = os.path.join(os.path.abspath(workdir), "xla_cache")
+    return dataclasses.replace(
+        config, compilation_cache_dir=config.compilation_cache_dir or default
+    )
 
 
 def with_min_epochs(given: TrainConfig, base: TrainConfig, train_examples: int) -> TrainConfig:

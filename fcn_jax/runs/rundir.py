@@ -18,6 +18,8 @@ import collections
 import dataclasses
 import os
 
+import jax
+
 from fcn_jax.config import TrainConfig, fields_where
 from fcn_jax.outputs import read_json, write_atomic, write_json
 
@@ -101,7 +103,8 @@ class RunDir:
         if old is None or resumed is None or resumed != new.get("steps"):
             return new
         new = {**new, **{k: old.get(k) for k in TRAINING_MEASUREMENTS}}
-        write_json(self.summary_path, new)
+        if jax.process_index() == 0:  # one writer
+            write_json(self.summary_path, new)
         return new
 
     def write_error(self, returncode: int, seconds: float) -> str:

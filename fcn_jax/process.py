@@ -1,0 +1,204 @@
+"""Process-wide JAX settings, made once per process by the entry point before any JAX call
+(as scenic's and big_vision's ``main`` do): the distributed runtime and the persistent
+compilation cache. What may differ between the runs of one process (the matmul precision, the
+conv gradient) belongs to each compiled step instead (:class:`fcn_jax.steps.CompiledStep`).
+
+``Cluster`` holds the explicit cluster flags; without them ``--distributed`` lets JAX detect
+the cluster (Slurm, Open MPI, Cloud TPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging as logging_std
+import re
+import time
+
+import jax
+from absl import logging
+
+from fcn_jax.config import TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """The processes of a multi-host run, for ``jax.distributed.initialize``.
+
+    Attributes:
+      coordinator_address: ``HOST:PORT`` of process 0's coordination service.
+      num_processes: how many processes take part.
+      process_id: this process's index, in ``[0, num_processes)``.
+      distributed_timeout_s: how long to wait for the peers at start-up, and for a peer's
+        heartbeat while running, before giving up.
+    """
+
+    coordinator_address: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+    distributed_timeout_s: int = 300
+
+    @property
+    def explicit(self) -> bool:
+        return any(v is not None for v in self._members().values())
+
+    def _members(self) -> dict:
+        return {
+            "coordinator_address": self.coordinator_address,
+            "num_processes": self.num_processes,
+            "process_id": self.process_id,
+        }
+
+    def validate(self, distributed: bool) -> Cluster:
+        """Raise ValueError with a one-line message for a missing or inconsistent flag."""
+        members = self._members()
+        if self.explicit and not distributed:
+            given = next(k for k, v in members.items() if v is not None)
+            raise ValueError(f"--{given}: only applies with --distributed")
+        missing = [k for k, v in members.items() if v is None]
+        if self.explicit and missing:
+            raise ValueError(
+                f"--{missing[0]}: missing; give --coordinator_address, --num_processes and "
+                "--process_id together (or none of them, for JAX to detect the cluster)"
+            )
+        address = self.coordinator_address
+        if address is not None and not re.fullmatch(r"[^\s:]+:\d{1,5}", address):
+            raise ValueError(f"--coordinator_address={address!r}: expected HOST:PORT")
+        if self.num_processes is not None and self.num_processes < 1:
+            raise ValueError(f"--num_processes={self.num_processes}: expected a positive number")
+        if self.process_id is not None and not 0 <= self.process_id < self.num_processes:
+            raise ValueError(
+                f"--process_id={self.process_id}: expected 0 <= id < --num_processes="
+                f"{self.num_processes}"
+            )
+        if self.distributed_timeout_s <= 0:
+            raise ValueError(
+                f"--distributed_timeout_s={self.distributed_timeout_s}: expected a positive number"
+            )
+        return self
+
+
+# What this process was set up with: (distributed, cluster, compilation cache directory).
+_done: tuple | None = None
+
+
+def setup_process(config: TrainConfig, cluster: Cluster | None = None) -> None:
+    """Make the process-wide settings of ``config`` (``--distributed`` with ``cluster``,
+    ``--compilation_cache_dir``) once. A later call (each run of a comparison, library use)
+    with the same ``--distributed`` (and ``cluster``, if given) does nothing; others are an
+    error; another cache directory is logged and ignored (JAX reads it once)."""
+    global _done
+    wanted = (config.distributed, (cluster or Cluster()).validate(config.distributed))
+    wanted += (config.compilation_cache_dir,)
+    if _done is not None:
+        if _done[0] != wanted[0] or (cluster is not None and _done[1] != cluster):
+            raise ValueError(
+                f"--distributed={config.distributed}: this process was set up with "
+                f"--distributed={_done[0]} ({_done[1]}); one process takes one cluster"
+            )
+        if wanted[2] and wanted[2] != _done[2]:
+            logging.info(
+                "--compilation_cache_dir=%s ignored: this process uses %s", wanted[2], _done[2]
+            )
+        return
+    if config.distributed:
+        _initialize(wanted[1])
+    if config.compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", config.compilation_cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    _done = wanted
+
+
+def _initialize(cluster: Cluster) -> None:
+    """``jax.distributed.initialize`` with the cluster's flags (auto-detection without them);
+    its errors become one line naming ``--distributed``."""
+    timeout = int(cluster.distributed_timeout_s)
+    try:
+        jax.distributed.initialize(
+            coordinator_address=cluster.coordinator_address,
+            num_processes=cluster.num_processes,
+            process_id=cluster.process_id,
+            initialization_timeout=timeout,
+            heartbeat_timeout_seconds=timeout,
+        )
+    except (RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"--distributed: {first}") from None
+    if jax.process_count() > 1:
+        logging.get_absl_handler().addFilter(_ProcessLabel())
+    logging.info(
+        "process %d of %d, %d devices in all",
+        jax.process_index(),
+        jax.process_count(),
+        jax.device_count(),
+    )
+
+
+def label() -> str:
+    """``"[process I] "`` in a run of several processes, else ``""``: what other processes'
+    log lines and errors start with."""
+    return f"[process {jax.process_index()}] " if _done and jax.process_count() > 1 else ""
+
+
+class _ProcessLabel(logging_std.Filter):
+    """Prefix each log record with the process it comes from."""
+
+    def filter(self, record):
+        record.msg = f"{label()}{record.msg}"
+        return True
+
+
+class LostProcessError(RuntimeError):
+    """Another process of the run stopped: this one cannot go on (rerun on every host to
+    resume from the last checkpoint)."""
+
+
+def lost_process_error(error: Exception, timeout_s: float) -> LostProcessError | None:
+    """When ``error`` (a failed dispatch or collective) came from a lost peer of a multi-host
+    run: a one-line :class:`LostProcessError` naming the processes the coordination service
+    stopped seeing, polled for up to ``timeout_s`` (its heartbeat timeout); else None (every
+    process alive after that: the error is this process's own)."""
+    if not _done or not _done[0] or jax.process_count() < 2:
+        return None
+    # A runtime failure may be a peer's death the service has yet to notice: wait for it.
+    waits = any(isinstance(e, jax.errors.JaxRuntimeError) for e in _chain(error))
+    lost, deadline = _lost_processes(), time.monotonic() + (timeout_s if waits else 0)
+    while not lost and time.monotonic() < deadline:
+        lost = _lost_processes()
+        if not lost:
+            time.sleep(0.5)
+    if not lost:  # every process is alive: an error of its own
+        return None
+    who = f"process {', '.join(map(str, lost))}"
+    first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    return LostProcessError(
+        f"lost {who} of {jax.process_count()} ({type(error).__name__}: {first}); rerun the same "
+        "command on every host to resume from the last checkpoint"
+    )
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and the exceptions it was raised from or during."""
+    seen = []
+    while error is not None and error not in seen:
+        seen.append(error)
+        error = error.__cause__ or error.__context__
+    return seen
+
+
+def _lost_processes() -> list[int]:
+    """The processes the coordination service no longer sees alive; [] while it sees all or
+    cannot be asked (the coordinator itself is gone: then process 0 is lost)."""
+    from jax._src import distributed  # the client of jax.distributed.initialize
+
+    everyone = list(range(jax.process_count()))
+    try:
+        live = distributed.global_state.client.get_live_nodes(everyone)
+    except Exception:  # noqa: BLE001 - any failure to reach the coordinator means it is gone
+        return [0] if jax.process_index() != 0 else []
+    return [p for p in everyone if p not in live]
+
+
+def timeout_s() -> float:
+    """The ``--distributed_timeout_s`` this process was set up with."""
+    return float(_done[1].distributed_timeout_s) if _done else 0.0
