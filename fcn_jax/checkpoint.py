@@ -96,10 +96,11 @@ class Checkpointer:
         level = asyncio_log.level
         asyncio_log.setLevel(logging.CRITICAL)  # a failed read logs tracebacks from its tasks
         try:
+            target = abstract_state if abstract_state is not None else _on_this_device(where)
             restored = self._manager.restore(
                 step,
                 args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state),
+                    state=ocp.args.StandardRestore(target),
                     meta=ocp.args.JsonRestore(),
                 ),
             )
@@ -113,6 +114,14 @@ class Checkpointer:
             if want != got:
                 raise CheckpointError(f"checkpoint {where} does not match this model/optimizer")
         return restored.state, restored.meta
+
+
+def _on_this_device(where: str):
+    """The saved state's structure, shapes and dtypes, placed on this process's first device:
+    a reader (export, predict) restores a run saved on other devices or several hosts."""
+    tree = ocp.StandardCheckpointer().metadata(os.path.join(where, "state")).item_metadata
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
 
 
 def _unwrap_values(tree):

@@ -1,0 +1,165 @@
+"""Two real processes of JAX's distributed runtime on 127.0.0.1 (CPU, one device each):
+train and compare with one writer, one-line errors for the cluster flags, and a lost process
+survived: the other exits with one line naming it, and rerunning resumes to the same result."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from commands import REPO, run_pythons
+from tiny import TINY_TRAIN
+
+from fcn_jax.checkpoint import restore_model
+from fcn_jax.data import load_dataset
+from fcn_jax.process import Cluster
+
+TIMEOUT_S = 10  # --distributed_timeout_s of every run here
+TINY = {**TINY_TRAIN, "buckets": "auto:2", "eval_examples": 16, "eval_batch_size": 16}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def on_two(module: str, flags: list[str]) -> list[tuple[str, ...]]:
+    """The command of each of 2 processes: ``python -m MODULE FLAGS`` plus the cluster flags."""
+    port = free_port()
+    return [
+        (
+            "-m",
+            module,
+            *flags,
+            "--distributed",
+            f"--coordinator_address=127.0.0.1:{port}",
+            "--num_processes=2",
+            f"--process_id={i}",
+            f"--distributed_timeout_s={TIMEOUT_S}",
+        )
+        for i in (0, 1)
+    ]
+
+
+def train_flags(tfds_dir, workdir, **kw) -> list[str]:
+    values = {**TINY, "data_dir": tfds_dir, "eval_sizes": "24", **kw}
+    return [f"--workdir={workdir}", *(f"--{k}={v}" for k, v in values.items())]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tfds_dir):
+    load_dataset(TINY["dataset"], tfds_dir)  # built once, before two processes read it
+    return tfds_dir
+
+
+def test_compare_on_two_processes_has_one_writer(data_dir, tmp_path):
+    flags = train_flags(data_dir, tmp_path, model="seed", recalibrate_bn=False)
+    flags += ["--policies=fixed,mixed_example", "--fixed_size=24", "--example_size=16-28"]
+    first, second = run_pythons(*on_two("experiments.compare", flags), timeout=300)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr[-3000:]
+    assert "report:" in first.stdout and "report:" not in second.stdout  # process 0 speaks
+    assert "[process 1]" in second.stderr  # the other's logs say where they come from
+    results = json.load(open(tmp_path / "compare.json"))
+    assert len(results["machine"]["devices"]) == 2
+    for policy in ("fixed", "mixed_example"):
+        run = tmp_path / "runs" / f"{policy}-seed0"
+        summary = json.load(open(run / "summary.json"))
+        assert summary["devices"] == 2 and summary["steps"] == TINY["steps"]
+        # One writer: every record once (two writers would append each twice).
+        kinds = [json.loads(line)["kind"] for line in open(run / "metrics.jsonl")]
+        assert kinds.count("test") == 1 and kinds.count("train") == 2
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--coordinator_address=127.0.0.1:1234"], "--coordinator_address: only applies"),
+        (
+            ["--distributed", "--coordinator_address=127.0.0.1:1234", "--num_processes=2"],
+            "--process_id: missing",
+        ),
+        (
+            ["--distributed", "--coordinator_address=localhost", "--num_processes=2"]
+            + ["--process_id=0"],
+            "--coordinator_address='localhost': expected HOST:PORT",
+        ),
+    ],
+)
+def test_cluster_flags_are_one_line_errors(tmp_path, flags, message):
+    args = [sys.executable, "-m", "experiments.train", f"--workdir={tmp_path}", *flags]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
+    assert "Traceback" not in out.stderr
+
+
+def test_inconsistent_cluster_values_are_rejected():
+    for cluster, message in [
+        (Cluster("127.0.0.1:9", 2, 2), "--process_id=2: expected 0 <= id < --num_processes=2"),
+        (Cluster("127.0.0.1:9", 0, 0), "--num_processes=0: expected a positive number"),
+        (Cluster(distributed_timeout_s=0), "--distributed_timeout_s=0: expected a positive"),
+    ]:
+        with pytest.raises(ValueError, match=f"^{message}"):
+            cluster.validate(distributed=True)
+    assert Cluster().validate(distributed=False) == Cluster()
+
+
+def saved_steps(workdir) -> list[int]:
+    directory = workdir / "checkpoints"
+    return [int(d) for d in os.listdir(directory) if d.isdigit()] if directory.exists() else []
+
+
+def test_a_lost_process_is_survived_and_a_rerun_resumes(data_dir, tmp_path):
+    steps = 40
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    done = run_pythons(*on_two("experiments.train", train_flags(data_dir, reference, steps=steps)))
+    assert [p.returncode for p in done] == [0, 0], done[1].stderr[-3000:]
+    commands = on_two("experiments.train", train_flags(data_dir, killed, steps=steps))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, *c], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )  # fmt: skip
+        for c in commands
+    ]
+    try:
+        deadline = time.monotonic() + 240
+        while max(saved_steps(killed), default=0) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        procs[1].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        _, err = procs[0].communicate(timeout=TIMEOUT_S + 30)
+        waited = time.monotonic() - killed_at
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+    assert max(saved_steps(killed)) < steps  # it really was interrupted
+    last = err.decode().strip().splitlines()[-1]
+    assert procs[0].returncode == 1 and last.startswith("error: [process 0] lost process 1 of 2")
+    assert waited < TIMEOUT_S + 20
+    rerun = run_pythons(*commands)
+    assert [p.returncode for p in rerun] == [0, 0], rerun[0].stderr[-3000:]
+    summary = json.load(open(killed / "summary.json"))
+    assert 0 < summary["resumed_from_step"] < steps
+    for a, b in zip(params_of(killed), params_of(reference), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert summary["eval_accuracy"] == json.load(open(reference / "summary.json"))["eval_accuracy"]
+
+
+def params_of(workdir) -> list[np.ndarray]:
+    import jax
+    from flax import nnx
+
+    return [
+        np.asarray(p) for p in jax.tree.leaves(nnx.state(restore_model(str(workdir)), nnx.Param))
+    ]
