@@ -199,8 +199,8 @@ def test_failed_run_is_recorded_and_others_finish(local_sweep):
         rows = {r["name"]: r for r in csv.DictReader(f)}
     assert len(rows) == 4
     assert rows[FAILING]["status"] == "failed"
-    assert "min_size" in rows[FAILING]["error"]
-    assert "min_size" in (workdir / "runs" / FAILING / "error.txt").read_text()
+    assert "minimum size" in rows[FAILING]["error"]
+    assert "minimum size" in (workdir / "runs" / FAILING / "error.txt").read_text()
     finished = [n for n, r in rows.items() if r["status"] == "finished"]
     assert len(finished) == 3
     for name in finished:
