@@ -20,7 +20,7 @@ from fcn_jax.sizes import format_size
 from fcn_jax.steps import TRAIN_KEYS, CompiledStep, make_eval_step, make_logits_step
 
 # Batches of training images whose BatchNorm statistics are averaged per test size.
-RECALIBRATION_BATCHES = 4
+RECALIBRATION_BATCHES = 2
 
 EVAL_KEYS = ("image", "label", "sizes", "valid", "bbox")
 

@@ -60,20 +60,19 @@ def data_dir(tfds_dir):
 
 def test_compare_on_two_processes_has_one_writer(data_dir, tmp_path):
     flags = train_flags(data_dir, tmp_path, model="seed", recalibrate_bn=False)
-    flags += ["--policies=fixed,mixed_example", "--fixed_size=24", "--example_size=16-28"]
+    flags += ["--policies=fixed", "--fixed_size=24"]
     first, second = run_pythons(*on_two("experiments.compare", flags), timeout=300)
     assert first.returncode == 0 and second.returncode == 0, second.stderr[-3000:]
     assert "report:" in first.stdout and "report:" not in second.stdout  # process 0 speaks
     assert "[process 1]" in second.stderr  # the other's logs say where they come from
     results = json.load(open(tmp_path / "compare.json"))
     assert len(results["machine"]["devices"]) == 2
-    for policy in ("fixed", "mixed_example"):
-        run = tmp_path / "runs" / f"{policy}-seed0"
-        summary = json.load(open(run / "summary.json"))
-        assert summary["devices"] == 2 and summary["steps"] == TINY["steps"]
-        # One writer: every record once (two writers would append each twice).
-        kinds = [json.loads(line)["kind"] for line in open(run / "metrics.jsonl")]
-        assert kinds.count("test") == 1 and kinds.count("train") == 2
+    run = tmp_path / "runs" / "fixed-seed0"
+    summary = json.load(open(run / "summary.json"))
+    assert summary["devices"] == 2 and summary["steps"] == TINY["steps"]
+    # One writer: every record once (two writers would append each twice).
+    kinds = [json.loads(line)["kind"] for line in open(run / "metrics.jsonl")]
+    assert kinds.count("test") == 1 and kinds.count("train") == 2
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
 
 
