@@ -8,21 +8,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_pythons(
-    *commands: tuple[str, ...], timeout: float = 300
+    *commands: tuple[str, ...], timeout: float = 300, env: dict | None = None
 ) -> list[subprocess.CompletedProcess]:
     """Run ``python ARGS...`` for each command at once (their start-ups overlap), on CPU, from
-    the repository root; every process is ended before this returns or raises."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    the repository root; every process is ended before this returns or raises. ``env``: the
+    environment of the last command only (e.g. its device count)."""
+    base = {**os.environ, "JAX_PLATFORMS": "cpu"}
     procs = [
         subprocess.Popen(
             [sys.executable, *args],
             cwd=REPO,
-            env=env,
+            env={**base, **(env or {})} if k == len(commands) - 1 else base,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )  # fmt: skip
-        for args in commands
+        for k, args in enumerate(commands)
     ]
     try:
         done = []

@@ -119,8 +119,18 @@ def saved_steps(workdir) -> list[int]:
 def test_a_lost_process_is_survived_and_a_rerun_resumes(data_dir, tmp_path):
     steps = 40
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    done = run_pythons(*on_two("experiments.train", train_flags(data_dir, reference, steps=steps)))
-    assert [p.returncode for p in done] == [0, 0], done[1].stderr[-3000:]
+    one = tmp_path / "one"  # 1 process with 2 devices: the same losses, parameters, evaluation
+    done = run_pythons(
+        *on_two("experiments.train", train_flags(data_dir, reference, steps=steps)),
+        ("-m", "experiments.train", *train_flags(data_dir, one, steps=steps)),
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+    )
+    assert [p.returncode for p in done] == [0, 0, 0], done[1].stderr[-3000:]
+    assert train_losses(one) == pytest.approx(train_losses(reference), rel=1e-5)
+    for a, b in zip(params_of(one), params_of(reference), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    evals = [json.load(open(d / "summary.json"))["eval_accuracy"] for d in (one, reference)]
+    assert evals[0] == evals[1]
     commands = on_two("experiments.train", train_flags(data_dir, killed, steps=steps))
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     procs = [
@@ -153,6 +163,11 @@ def test_a_lost_process_is_survived_and_a_rerun_resumes(data_dir, tmp_path):
     for a, b in zip(params_of(killed), params_of(reference), strict=True):
         np.testing.assert_array_equal(a, b)
     assert summary["eval_accuracy"] == json.load(open(reference / "summary.json"))["eval_accuracy"]
+
+
+def train_losses(workdir) -> list[float]:
+    records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    return [r["loss"] for r in records if r["kind"] == "train"]
 
 
 def params_of(workdir) -> list[np.ndarray]:
