@@ -119,6 +119,13 @@ def test_jit_resize_matches_host_resize(h, w, top, left):
     np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=RESIZE_TOLERANCE)
 
 
+def test_read_arrays_reads_a_source_once():
+    source = _source((6,), n=3)
+    first, again = read_arrays(source), read_arrays(source)
+    assert first[0] is again[0] and first[1] is again[1]  # the runs of a comparison share it
+    assert read_arrays(_source((6,), n=3))[0] is not first[0]  # another source: its own read
+
+
 def test_read_arrays_keeps_floats_that_are_not_bytes():
     assert read_arrays(_source((6,), n=3, uint8=False))[0].dtype == np.float32
     assert read_arrays(_source((6,), n=3))[0].dtype == np.uint8
