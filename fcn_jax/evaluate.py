@@ -233,6 +233,13 @@ def batch_stats_step(state, batch, *, graphdef):
     return nnx.state(model, nnx.Not(nnx.Param))
 
 
+def eval_batching(batch_size: int, min_size: Sequence[int], mesh: Mesh) -> dict:
+    """:func:`evaluate`'s batching keywords: any ``batch_size``, rounded up to a multiple of
+    the devices (the padding rows count for nothing)."""
+    n = mesh.size
+    return dict(batch_size=-(-batch_size // n) * n, min_size=min_size, mesh=mesh)
+
+
 class Evaluator:
     """A run's evaluation of ``test`` at any test size, its compiled steps kept (one compile
     per batch shape however often a size is evaluated, during training and after).
@@ -274,8 +281,7 @@ class Evaluator:
             else:
                 fn = functools.partial(batch_stats_step, graphdef=recal_graphdef)
                 self._stats_step = CompiledStep(fn, "bn-stats", donate=False, **steps_kw)
-        n = mesh.size
-        self._kw = dict(batch_size=-(-batch_size // n) * n, min_size=min_size, mesh=mesh)
+        self._kw = eval_batching(batch_size, min_size, mesh)
 
     @property
     def compiles(self) -> int:

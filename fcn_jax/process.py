@@ -13,6 +13,7 @@ import dataclasses
 import logging as logging_std
 import re
 import time
+import typing
 
 import jax
 from absl import logging
@@ -77,8 +78,15 @@ class Cluster:
         return self
 
 
-# What this process was set up with: (distributed, cluster, compilation cache directory).
-_done: tuple | None = None
+class _Settings(typing.NamedTuple):
+    """What this process was set up with."""
+
+    distributed: bool
+    cluster: Cluster
+    cache_dir: str | None
+
+
+_done: _Settings | None = None
 
 
 def setup_process(config: TrainConfig, cluster: Cluster | None = None) -> None:
@@ -87,21 +95,27 @@ def setup_process(config: TrainConfig, cluster: Cluster | None = None) -> None:
     with the same ``--distributed`` (and ``cluster``, if given) does nothing; others are an
     error; another cache directory is logged and ignored (JAX reads it once)."""
     global _done
-    wanted = (config.distributed, (cluster or Cluster()).validate(config.distributed))
-    wanted += (config.compilation_cache_dir,)
+    wanted = _Settings(
+        config.distributed,
+        (cluster or Cluster()).validate(config.distributed),
+        config.compilation_cache_dir,
+    )
     if _done is not None:
-        if _done[0] != wanted[0] or (cluster is not None and _done[1] != cluster):
+        if _done.distributed != wanted.distributed or cluster not in (None, _done.cluster):
             raise ValueError(
                 f"--distributed={config.distributed}: this process was set up with "
-                f"--distributed={_done[0]} ({_done[1]}); one process takes one cluster"
+                f"--distributed={_done.distributed} ({_done.cluster}); one process takes one "
+                "cluster"
             )
-        if wanted[2] and wanted[2] != _done[2]:
+        if wanted.cache_dir and wanted.cache_dir != _done.cache_dir:
             logging.info(
-                "--compilation_cache_dir=%s ignored: this process uses %s", wanted[2], _done[2]
+                "--compilation_cache_dir=%s ignored: this process uses %s",
+                wanted.cache_dir,
+                _done.cache_dir,
             )
         return
     if config.distributed:
-        _initialize(wanted[1])
+        _initialize(wanted.cluster)
     if config.compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", config.compilation_cache_dir)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
@@ -158,7 +172,7 @@ def lost_process_error(error: Exception, timeout_s: float) -> LostProcessError |
     run: a one-line :class:`LostProcessError` naming the processes the coordination service
     stopped seeing, polled for up to ``timeout_s`` (its heartbeat timeout); else None (every
     process alive after that: the error is this process's own)."""
-    if not _done or not _done[0] or jax.process_count() < 2:
+    if not _done or not _done.distributed or jax.process_count() < 2:
         return None
     # A runtime failure may be a peer's death the service has yet to notice: wait for it.
     waits = any(isinstance(e, jax.errors.JaxRuntimeError) for e in _chain(error))
@@ -201,4 +215,4 @@ def _lost_processes() -> list[int]:
 
 def timeout_s() -> float:
     """The ``--distributed_timeout_s`` this process was set up with."""
-    return float(_done[1].distributed_timeout_s) if _done else 0.0
+    return float(_done.cluster.distributed_timeout_s) if _done else 0.0

@@ -67,10 +67,13 @@ def model_spec(config: TrainConfig, dataset: Dataset) -> ModelSpec:
 
 
 def matmul_precision(config: TrainConfig, policy: SizePolicy) -> str | None:
-    """The process-wide precision of float32 convolutions and matmuls (None: the backend's
-    default, TF32 on recent GPUs; CPUs always compute in full float32). ``auto`` keeps
-    float32 runs whose training batches are padded (native, mixed_example) exact: padded =
-    alone needs full precision; unpadded runs take the faster default."""
+    """The precision of a run's float32 convolutions and matmuls, set on its compiled steps
+    (None: the backend's default, TF32 on recent GPUs; always on CPUs, which compute float32
+    in full at every setting). ``auto`` keeps float32 runs whose training batches are padded
+    (native, mixed_example) exact: padded = alone needs full precision; unpadded runs take
+    the faster default."""
+    if jax.default_backend() == "cpu":
+        return None
     value = config.matmul_precision
     if value == "auto":
         value = "highest" if config.precision == "float32" and policy.pads else "default"
@@ -160,10 +163,7 @@ def build(config: TrainConfig, dataset: Dataset | None = None) -> Setup:
     steps_kw = dict(
         state_sharding=sharding.replicated(mesh),
         batch_sharding=sharding.batch_sharded(mesh),
-        # CPUs compute float32 in full at every setting.
-        matmul_precision=matmul_precision(config, policy)
-        if jax.default_backend() != "cpu"
-        else None,
+        matmul_precision=matmul_precision(config, policy),
         conv_grad=config.conv_grad,
     )
     train_step = make_train_step(

@@ -9,7 +9,7 @@ import jax
 from benchmarks.common import Row, StepRunner, seed_config
 from benchmarks.parts import Settings
 from fcn_jax.data import Subset
-from fcn_jax.evaluate import evaluate
+from fcn_jax.evaluate import eval_batching, evaluate
 from fcn_jax.setup import build
 from fcn_jax.steps import make_eval_step
 
@@ -24,8 +24,8 @@ def rows(s: Settings) -> list[Row]:
     setup = build(seed_config(**fields, steps=s.tta_max_steps))
     test = Subset(setup.dataset.test, min(s.tta_eval_examples, len(setup.dataset.test)))
     eval_step = make_eval_step(setup.eval_graphdef, with_maps=False, **setup.steps_kw)
-    batch = -(-min(500, len(test)) // setup.mesh.size) * setup.mesh.size  # whole devices
-    eval_kw = dict(mode="resize", batch_size=batch, min_size=setup.model.min_size, mesh=setup.mesh)
+    batching = eval_batching(min(500, len(test)), setup.model.min_size, setup.mesh)
+    eval_kw = dict(mode="resize", **batching)
     treedef = jax.tree.structure(setup.state)
     start, best, reached, eval_seconds = time.perf_counter(), 0.0, None, 0.0
     runner = StepRunner(setup)
