@@ -24,6 +24,7 @@ from benchmarks.parts import (
     LEVELS,
     compile_budget,
     end_to_end,
+    host_overhead,
     padding,
     throughput,
     time_to_accuracy,
@@ -32,7 +33,7 @@ from benchmarks.parts import (
 from fcn_jax.outputs import write_atomic, write_json
 from fcn_jax.runs.stats import load_average, machine_info
 
-PARTS = (compile_budget, padding, throughput, vs_torch, time_to_accuracy, end_to_end)
+PARTS = (compile_budget, padding, throughput, vs_torch, time_to_accuracy, end_to_end, host_overhead)
 
 flags.DEFINE_boolean("quick", False, "a few minutes instead of ~10")
 flags.DEFINE_boolean("smoke", False, "tiny data; for tests only")

@@ -24,7 +24,7 @@ from fcn_jax.data import (
     resolve_buckets,
 )
 from fcn_jax.data.augment import parse_augmentation
-from fcn_jax.data.device_loader import DeviceLoader, device_data_problem
+from fcn_jax.data.device_loader import DeviceLoader, device_data_problem, device_layout
 from fcn_jax.models import ModelSpec, build_model
 from fcn_jax.optim import make_optimizer, make_schedule
 from fcn_jax.process import setup_process
@@ -84,7 +84,8 @@ def make_train_loader(config: TrainConfig, dataset: Dataset, policy, buckets, me
     """The device loader when ``--input_pipeline`` asks for it or (auto) the train split fits
     on the devices, else the host (Grain) loader, whose batches a Grain thread copies to the
     devices ahead of the step; both follow the same plan."""
-    problem = device_data_problem(dataset.train, config.device_data_fraction)
+    layout = device_layout(dataset.train, policy, buckets, min_size)
+    problem = device_data_problem(dataset.train, config.device_data_fraction, layout)
     if config.input_pipeline == "device" and problem:
         raise ValueError(f"--input_pipeline=device: the train split of {dataset.name}: {problem}")
     kw = dict(
@@ -96,7 +97,12 @@ def make_train_loader(config: TrainConfig, dataset: Dataset, policy, buckets, me
     if config.input_pipeline != "grain" and not problem:
         logging.info("input pipeline: device (the train split is held on the devices)")
         return DeviceLoader(*args, mesh=mesh, **kw)
-    logging.info("input pipeline: grain (host)")
+    if config.input_pipeline == "grain":
+        logging.info("input pipeline: grain (host), as --input_pipeline asks")
+    else:
+        logging.info(
+            "input pipeline: grain (host): the train split of %s: %s", dataset.name, problem
+        )
     return TrainLoader(
         *args,
         process_index=jax.process_index(),

@@ -12,12 +12,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny import TINY_TRAIN
 
+import fcn_jax
 from fcn_jax import sharding
 from fcn_jax.config import TrainConfig
 from fcn_jax.data import TrainLoader, parse_size_policy, resize, resolve_buckets
 from fcn_jax.data.arrays import ArraySource
 from fcn_jax.data.augment import parse_augmentation
-from fcn_jax.data.device_loader import DeviceLoader, assemble, device_data_problem, read_arrays
+from fcn_jax.data.device_loader import (
+    DeviceLoader,
+    assemble,
+    device_data_problem,
+    device_layout,
+    read_split,
+)
 from fcn_jax.models import layers, strided_conv
 from fcn_jax.run import train_and_evaluate
 
@@ -30,6 +37,14 @@ def _source(spatial_shape, n=40, uint8=True, seed=0):
     shape = (n, *spatial_shape, 1)
     images = rng.integers(0, 256, shape, dtype=np.uint8) if uint8 else rng.random(shape, "f4")
     return ArraySource(images, np.arange(n) % 5, len(spatial_shape))
+
+
+def _varied(n=40, low=5, high=20, spatial_dims=2, seed=0):
+    """``n`` uint8 examples of random sizes ``low..high`` per axis."""
+    rng = np.random.default_rng(seed)
+    shapes = rng.integers(low, high + 1, (n, spatial_dims))
+    images = [rng.integers(0, 256, (*s, 1), dtype=np.uint8) for s in shapes]
+    return ArraySource(images, np.arange(n) % 5, spatial_dims)
 
 
 def _pair(source, spec, zoom=None, translate=0.0, seed=3):
@@ -50,37 +65,53 @@ def _pair(source, spec, zoom=None, translate=0.0, seed=3):
         ((12, 12), "mixed_step:8-16:4:scale", None, 0.0, True),  # batch sizes vary
         ((12, 12), "mixed_example:6-20:log", "0.8-1.2", 0.1, True),
         ((30,), "mixed_example:16-40", None, 0.05, False),  # 1-D float signals
+        # Sizes vary (None: the source of _varied): held padded, or in slabs per bucket.
+        (None, "native", None, 0.0, True),  # stored as is: bit-identical
+        (None, "native", "0.8-1.2", 0.1, True),
+        (None, "mixed_example:6-20:log", "0.8-1.2", 0.1, True),
+        (None, "mixed_step:8-16:4", None, 0.0, True),
+        ((1,), "native", None, 0.0, True),  # 1-D, lengths 2-20: some raised to min_size 4
     ],
 )
 def test_device_batches_match_host_batches(shape, spec, zoom, translate, uint8):
-    host, device = _pair(_source(shape, uint8=uint8), spec, zoom, translate)
+    if shape is None or shape == (1,):
+        source = _varied(spatial_dims=2) if shape is None else _varied(low=2, spatial_dims=1)
+    else:
+        source = _source(shape, uint8=uint8)
+    host, device = _pair(source, spec, zoom, translate)
     assert device.storage_dtype == (np.uint8 if uint8 else np.float32)
     for _ in range(7):  # crosses an epoch (40 // 8 = 5 batches)
         h, d = next(host), jax.device_get(next(device))
         assert h["image"].shape == d["image"].shape
         np.testing.assert_array_equal(h["label"], d["label"])
         np.testing.assert_array_equal(h["sizes"], d["sizes"])
-        tolerance = 0 if spec == "fixed:12" else RESIZE_TOLERANCE
+        exact = spec == "fixed:12" or (spec == "native" and shape is None and zoom is None)
+        tolerance = 0 if exact else RESIZE_TOLERANCE
         np.testing.assert_allclose(d["image"], h["image"], rtol=0, atol=tolerance)
     assert device.tally == host.tally
 
 
-def test_device_resume_mid_epoch_is_exact():
-    source = _source((12, 12))
-    _, loader = _pair(source, "mixed_example:6-20", "0.9-1.1", 0.05)
-    batches = [jax.device_get(next(loader)) for _ in range(7)]
-    _, first = _pair(source, "mixed_example:6-20", "0.9-1.1", 0.05)
+@pytest.mark.parametrize("varied", [False, True])
+def test_device_resume_mid_epoch_is_exact(varied):
+    source = _varied() if varied else _source((12, 12))
+    spec = "native" if varied else "mixed_example:6-20"
+
+    def loader(**kw):
+        return _pair(source, spec, **({"zoom": "0.9-1.1", "translate": 0.05} | kw))[1]
+
+    uninterrupted = loader()
+    batches = [jax.device_get(next(uninterrupted)) for _ in range(7)]
+    first = loader()
     for _ in range(3):
         next(first)
     state = first.get_state()
-    _, resumed = _pair(source, "mixed_example:6-20", "0.9-1.1", 0.05)
+    resumed = loader()
     resumed.set_state(state)
     for want in batches[3:]:
         got = jax.device_get(next(resumed))
         assert all(np.array_equal(got[k], want[k]) for k in want)
-    _, other_seed = _pair(source, "mixed_example:6-20", seed=4)
     with pytest.raises(ValueError, match="different seed"):
-        other_seed.set_state(state)
+        loader(seed=4).set_state(state)
 
 
 def test_device_loader_copies_nothing_within_an_epoch(monkeypatch):
@@ -107,9 +138,18 @@ def test_device_loader_copies_nothing_within_an_epoch(monkeypatch):
 def test_jit_resize_matches_host_resize(h, w, top, left):
     """One example resized to (h, w) and placed at (top, left) on a 24x24 canvas of size
     (20, 20): the host's resize pasted there, within the stated tolerance."""
-    images, labels = read_arrays(_source((16, 16), n=1))
+    source = _source((16, 16), n=1)
+    layout = device_layout(source)
+    (images,), labels = read_split(source, layout)
+    held = (labels, layout.row, source.sizes().astype(np.int32))
     rows = np.asarray([[0, 20, 20, h, w, top, left]], np.int32)
-    got = assemble(images, labels, rows, canvas=(24, 24), resize=True)["image"][0]
+    kw = dict(canvas=(24, 24), resize=True, padded=False)
+    got = assemble(images, *held, rows, **kw)["image"][0]
+    # Held inside a larger, zero-padded slab: the filter still sees the example's own edges.
+    slab = np.zeros((1, 19, 21, 1), np.uint8)
+    slab[0, :16, :16] = images[0]
+    kw["padded"] = True
+    np.testing.assert_allclose(assemble(slab, *held, rows, **kw)["image"][0], got, atol=1e-6)
     content = resize(images[0].astype(np.float32) / 255.0, (h, w))
     want = np.zeros((24, 24, 1), np.float32)
     for y in range(h):
@@ -119,30 +159,74 @@ def test_jit_resize_matches_host_resize(h, w, top, left):
     np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=RESIZE_TOLERANCE)
 
 
-def test_read_arrays_reads_a_source_once():
+def test_read_split_reads_a_source_once():
     source = _source((6,), n=3)
-    first, again = read_arrays(source), read_arrays(source)
-    assert first[0] is again[0] and first[1] is again[1]  # the runs of a comparison share it
-    assert read_arrays(_source((6,), n=3))[0] is not first[0]  # another source: its own read
+    first, again = (
+        read_split(source, device_layout(source)),
+        read_split(source, device_layout(source)),
+    )
+    assert first[0][0] is again[0][0] and first[1] is again[1]  # the runs of a comparison share it
+    other = _source((6,), n=3)
+    assert read_split(other, device_layout(other))[0][0] is not first[0][0]  # its own read
 
 
-def test_read_arrays_keeps_floats_that_are_not_bytes():
-    assert read_arrays(_source((6,), n=3, uint8=False))[0].dtype == np.float32
-    assert read_arrays(_source((6,), n=3))[0].dtype == np.uint8
+def test_read_split_keeps_floats_that_are_not_bytes():
+    for uint8, dtype in ((False, np.float32), (True, np.uint8)):
+        source = _source((6,), n=3, uint8=uint8)
+        assert read_split(source, device_layout(source))[0][0].dtype == dtype
+
+
+def test_layouts_of_a_split_whose_sizes_vary():
+    """Padded to the largest size, or, for native batches when that padding would take most
+    of the memory, one slab per bucket padded to its largest member."""
+    sizes = [(4, 4)] * 30 + [(20, 20)] * 2  # padding to 20x20 would hold 6% examples
+    source = ArraySource([np.ones((*s, 1), np.uint8) for s in sizes], np.zeros(32, int), 2)
+    policy, buckets = parse_size_policy("native", 2), [(4, 4), (20, 20)]
+    assert device_layout(source).shapes == ((20, 20),)
+    layout = device_layout(source, policy, buckets)
+    assert layout.shapes == ((4, 4), (20, 20)) and layout.elements() == 30 * 16 + 2 * 400
+    assert list(layout.row[28:]) == [28, 29, 0, 1]
+    slabs, _ = read_split(source, layout)
+    assert [x.shape for x in slabs] == [(30, 4, 4, 1), (2, 20, 20, 1)] and slabs[1].all()
+    batches = DeviceLoader(source, policy, buckets, 2, 0, mesh=MESH)
+    assert batches.storage_dtype == np.uint8
+    for _ in range(16):  # every batch of an epoch, from its bucket's slab
+        batch = jax.device_get(next(batches))
+        assert batch["image"].all()  # ones everywhere: no example is padded in its bucket
 
 
 def test_device_data_problem():
     assert device_data_problem(_source((12, 12)), 0.5) is None
     assert "MiB" in device_data_problem(_source((12, 12)), 1e-12)
-    varied = ArraySource([np.zeros((5, 6, 1)), np.zeros((6, 6, 1))], np.zeros(2, int), 2)
-    assert "differ in size" in device_data_problem(varied, 0.5)
+    assert device_data_problem(_varied(), 0.5) is None  # sizes vary: held padded
 
 
-def test_device_pipeline_needs_one_size(tfds_dir, tmp_path):
+def test_device_pipeline_over_budget_is_an_error(tfds_dir, tmp_path):
     """(auto's choice is checked in tests/test_train.py.)"""
-    config = TrainConfig(**TINY_TRAIN, data_dir=tfds_dir, input_pipeline="device")
-    with pytest.raises(ValueError, match="^--input_pipeline=device: .*differ in size"):
+    config = TrainConfig(
+        **TINY_TRAIN, data_dir=tfds_dir, input_pipeline="device", device_data_fraction=1e-9
+    )
+    with pytest.raises(ValueError, match=r"^--input_pipeline=device: .* more than 0 MiB"):
         train_and_evaluate(config, str(tmp_path))
+
+
+@settings(max_examples=2, deadline=None)
+@given(step=st.integers(0, 10_000))
+def test_padded_native_device_batch_equals_each_example_alone(step):
+    """The model on a native batch built on the devices gives each example's logits run alone
+    at its own size."""
+    source = _varied(n=12, low=8, high=20, seed=step)
+    policy = parse_size_policy("native", 2)
+    buckets = resolve_buckets("auto:2", policy, source.sizes(), min_size=(4, 4))
+    loader = DeviceLoader(source, policy, buckets, 3, step, mesh=MESH, min_size=(4, 4))
+    batch = jax.device_get(next(loader))
+    model = fcn_jax.create_model("seed", num_classes=5, width=0.25, seed=1)
+    padded = np.asarray(model(batch["image"], sizes=batch["sizes"]))
+    assert (batch["sizes"] < batch["image"].shape[1:3]).any()  # some example is padded
+    for row, (label, n) in enumerate(zip(batch["label"], batch["sizes"], strict=True)):
+        alone = np.asarray(model(batch["image"][row : row + 1, : n[0], : n[1]]))[0]
+        np.testing.assert_allclose(padded[row], alone, rtol=1e-5, atol=1e-5)
+        assert label in range(5)
 
 
 @pytest.mark.parametrize("mode", ["custom", "autodiff"])

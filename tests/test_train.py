@@ -1,6 +1,7 @@
 """Training: every dataset kind, compile counts, resume after SIGKILL, NaN guard, 4 devices."""
 
 import json
+import logging
 import os
 import signal
 import struct
@@ -71,7 +72,7 @@ def tensorboard_scalars(workdir) -> dict[str, dict[int, float]]:
 def test_builtin_2d_outputs(tfds_dir, tmp_path):
     s = run(tiny(tfds_dir), tmp_path)
     assert set(s["eval_accuracy"]) == {"24x24", "28x16"}
-    assert s["input_pipeline"] == "grain"  # auto: the sizes vary
+    assert s["input_pipeline"] == "device"  # auto: the sizes vary, held padded, it fits
     assert 0 <= s["pointing_game"] <= 1  # the digits carry boxes
     for name in ("config.json", "metrics.jsonl", "summary.json", "eval_heatmap.png"):
         assert os.path.getsize(tmp_path / name) > 0
@@ -83,6 +84,15 @@ def test_builtin_2d_outputs(tfds_dir, tmp_path):
     tags = tensorboard_scalars(tmp_path)  # one tag per test size
     assert tags["eval/accuracy/24x24"] == {6: pytest.approx(s["eval_accuracy"]["24x24"])}
     assert set(tags["train/loss"]) == {3, 6} and "eval/accuracy" not in tags
+
+
+def test_auto_pipeline_over_budget_takes_grain_and_says_why(tfds_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    s = run(tiny(tfds_dir, steps=3, device_data_fraction=1e-9), tmp_path)
+    assert s["input_pipeline"] == "grain"
+    (line,) = [r.getMessage() for r in caplog.records if "input pipeline" in r.getMessage()]
+    assert "grain (host): the train split of procedural_digits/tiny_variable" in line
+    assert "more than 0 MiB (--device_data_fraction=1e-09" in line
 
 
 def test_builtin_1d(tfds_dir, tmp_path):

@@ -1,4 +1,4 @@
-"""The six parts of ``python -m benchmarks.run``, one module each; each part's ``rows(s)``
+"""The seven parts of ``python -m benchmarks.run``, one module each; each part's ``rows(s)``
 takes the :class:`Settings` of the chosen level and returns its table rows. The train steps
 measured are the training loop's own (``fcn_jax.setup.build``, ``common.seed_config``)."""
 
@@ -48,6 +48,9 @@ class Settings:
     # 6. end to end against the step alone
     e2e_policies: tuple[str, ...] = ("fixed", "mixed_step", "mixed_example")
     e2e_steps: int = 300
+    # 7. host overhead, on `variable`
+    host_policies: tuple[str, ...] = ("fixed", "mixed_example", "native")
+    host_steps: int = 1000
 
 
 # fmt: off
@@ -58,7 +61,7 @@ FULL = Settings(
 QUICK = dataclasses.replace(
     FULL, level="quick", compile_steps=12, padding_max_k=128, rounds=3, reps=2,
     policies=tuple(p for p in FULL.policies if p[0] != "native-16"), tta_max_steps=600,
-    e2e_policies=("fixed", "mixed_example"), e2e_steps=150,
+    e2e_policies=("fixed", "mixed_example"), e2e_steps=150, host_steps=300,
 )
 # Only for tests: tiny data, a step or two per measurement, but every code path.
 SMOKE = dataclasses.replace(
@@ -73,6 +76,7 @@ SMOKE = dataclasses.replace(
     ),
     rounds=1, reps=1, torch_sizes=(28,), torch_batch=8, torch_steps=2,
     tta_max_steps=4, tta_eval_every=2, tta_eval_examples=32, e2e_policies=("fixed",), e2e_steps=2,
+    host_policies=("native",), host_steps=2,
 )
 # fmt: on
 LEVELS = {s.level: s for s in (FULL, QUICK, SMOKE)}

@@ -27,6 +27,7 @@ POLICIES = {
     "fixed": "fixed:28",
     "mixed_step": "mixed_step:16-52:12",
     "mixed_example": "mixed_example:16-56:log",
+    "native": "native",  # data of varying sizes (e.g. procedural_digits)
 }
 PART = "6 end to end"
 

@@ -1,14 +1,17 @@
 """Training batches assembled on the devices from a train split held there.
 
-When the train split has one size and fits in a share of device memory, it is placed on every
-device once (uint8 when its values are k/255, else float32). Each step the host looks up the
-same plan as :class:`~fcn_jax.data.loader.TrainLoader` (:mod:`fcn_jax.data.plan`): per
-example ``1 + 3D`` integers, its index, size, content extent and content start (zoom and shift
-of the augmentation). They go to the devices once per epoch (per step where batch sizes vary),
-and a position kept on the device picks each step's. One jitted function per bucket gathers
-the examples, resizes each with ``jax.image.scale_and_translate`` (bilinear, antialiased when
-shrinking, as PIL) to its own extent and offset on the bucket-sized canvas, and zeroes what
-lies outside its size.
+When the train split fits in a share of device memory, it is placed on every device once (uint8
+when its values are k/255, else float32), each example at the start of its row and zero after
+its own size, in one slab padded to the largest size, or (``native`` batches, when that padding
+would take most of the memory) one slab per bucket padded to its largest member
+(:func:`device_layout`). Each step the host looks up the same plan as
+:class:`~fcn_jax.data.loader.TrainLoader` (:mod:`fcn_jax.data.plan`): per example ``1 + 3D``
+integers, its index, size, content extent and content start (zoom and shift of the
+augmentation). They go to the devices once per epoch (per step where batch sizes vary), and a
+position kept on the device picks each step's. One jitted function per bucket gathers the
+examples, then takes the bucket's static slice (nothing resized) or resizes each with
+``jax.image.scale_and_translate`` (bilinear, antialiased when shrinking, as PIL) from its own
+size to its extent and offset on the bucket-sized canvas, and zeroes what lies outside its size.
 
 Against the host loader, for the same seed: the same indices, labels, sizes and shapes; pixels
 equal where no resizing happens and within 1e-5 where it does (two implementations of the same
@@ -18,6 +21,7 @@ interleaved by process.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -32,11 +36,13 @@ import numpy as np
 from fcn_jax import sharding
 from fcn_jax.data.augment import Augmentation
 from fcn_jax.data.plan import BatchPlan, effective_sizes
-from fcn_jax.data.policies import SizePolicy
+from fcn_jax.data.policies import SizePolicy, fitting_buckets
 from fcn_jax.data.sources import Source
 from fcn_jax.models.layers import valid_mask
 
 READ_CHUNK = 1024
+# Slabs per bucket replace one padded slab when the examples fill less than this share of it.
+MIN_PADDED_FILL = 0.5
 # uint8 value -> float32, computed as the host sources do (x / 255 in float32): a lookup keeps
 # the device's pixels bit-identical (XLA may turn the division into a reciprocal product).
 _UINT8_TO_FLOAT = np.arange(256, dtype=np.uint8).astype(np.float32) / 255.0
@@ -50,55 +56,160 @@ def device_memory_bytes() -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def device_data_problem(source: Source, fraction: float) -> str | None:
-    """Why ``source`` cannot be held on each device within ``fraction`` of its memory, or
-    None when it can (sized as float32, the larger of the two storage types)."""
-    size = source.common_size()
-    if size is None:
-        return "its examples differ in size (the device path needs one size)"
-    need = len(source) * math.prod(size) * source.in_channels * 4
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where a split's examples lie on the device: example ``i`` in slab ``slab[i]`` at row
+    ``row[i]``; slab ``k`` is ``(count_k, *shapes[k], C)``."""
+
+    slab: np.ndarray  # (N,) int
+    shapes: tuple[tuple[int, ...], ...]
+
+    @functools.cached_property
+    def row(self) -> np.ndarray:
+        """(N,) int32 row of each example within its slab (examples in index order)."""
+        row = np.zeros(len(self.slab), np.int32)
+        for k in range(len(self.shapes)):
+            members = self.slab == k
+            row[members] = np.arange(members.sum())
+        return row
+
+    def elements(self) -> int:
+        """Positions of every slab (times C for values)."""
+        counts = np.bincount(self.slab, minlength=len(self.shapes))
+        return int(sum(c * math.prod(s) for c, s in zip(counts, self.shapes, strict=True)))
+
+    def key(self) -> tuple:
+        return self.shapes, self.slab.tobytes()
+
+
+def device_layout(source: Source, policy=None, buckets=None, min_size=None) -> Layout:
+    """One slab padded to the largest size; or, for ``native`` batches (each from one of
+    ``buckets``) when the examples would fill less than ``MIN_PADDED_FILL`` of that slab, one
+    slab per bucket, padded to its largest member, so that a batch reads one slab."""
+    sizes = source.sizes()
+    one = Layout(np.zeros(len(sizes), np.int64), (tuple(int(v) for v in sizes.max(0)),))
+    if policy is None or policy.kind != "native":
+        return one
+    if np.prod(sizes, axis=-1).sum() >= MIN_PADDED_FILL * one.elements():
+        return one
+    assign = fitting_buckets(effective_sizes(sizes, min_size or (1,) * sizes.shape[1]), buckets)
+    shapes = tuple(
+        tuple(int(v) for v in sizes[assign == k].max(0)) if (assign == k).any() else (1,) * len(b)
+        for k, b in enumerate(buckets)
+    )
+    return Layout(assign, shapes)
+
+
+def device_data_problem(
+    source: Source, fraction: float, layout: Layout | None = None
+) -> str | None:
+    """Why ``source`` cannot be held on each device within ``fraction`` of its memory in
+    ``layout`` (default: :func:`device_layout`), or None when it can (sized as float32, the
+    larger of the two storage types)."""
+    layout = layout or device_layout(source)
+    need = layout.elements() * source.in_channels * 4
     budget = fraction * device_memory_bytes()
     if need > budget:
-        return f"it needs {need / 2**20:.0f} MiB, more than {budget / 2**20:.0f} MiB"
+        slabs = (
+            f"{len(layout.shapes)} slabs"
+            if len(layout.shapes) > 1
+            else "padded to the largest size"
+        )
+        return (
+            f"it needs {need / 2**20:.0f} MiB ({slabs}), more than {budget / 2**20:.0f} MiB "
+            f"(--device_data_fraction={fraction} of one device's memory)"
+        )
     return None
 
 
-# The arrays read from each source still in use: the runs of a comparison share its dataset,
-# and decoding 20 000 TFDS examples takes about 3 s per run.
+# The arrays read from each source still in use, per layout: the runs of a comparison share
+# its dataset, and decoding 20 000 TFDS examples takes about 3 s per run.
 _read: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def read_arrays(source: Source) -> tuple[np.ndarray, np.ndarray]:
-    """Every example of a one-size source: images ``(N, *S, C)`` (uint8 when every value is a
-    multiple of 1/255, so that ``/ 255`` restores it exactly, else float32) and labels (N,);
-    read once per source object (the arrays are not to be modified)."""
-    if source not in _read:
-        _read[source] = _read_all(source)
-    return _read[source]
+def read_split(source: Source, layout: Layout) -> tuple[list[np.ndarray], np.ndarray]:
+    """Every example of ``source`` in the slabs of ``layout`` (zero after each example's size;
+    uint8 when every value is a multiple of 1/255, so that ``/ 255`` restores it exactly, else
+    float32) and the labels (N,); read once per source object and layout (the arrays are not
+    to be modified)."""
+    held = _read.setdefault(source, {})
+    if layout.key() not in held:
+        held[layout.key()] = _read_all(source, layout)
+    return held[layout.key()]
 
 
-def _read_all(source: Source) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = [], []
+def _read_all(source: Source, layout: Layout) -> tuple[list[np.ndarray], np.ndarray]:
+    counts = np.bincount(layout.slab, minlength=len(layout.shapes))
+    slabs = [
+        np.zeros((c, *shape, source.in_channels), np.float32)
+        for c, shape in zip(counts, layout.shapes, strict=True)
+    ]
+    labels = np.zeros(len(source), np.int32)
     for start in range(0, len(source), READ_CHUNK):
-        chunk = source.get_many(range(start, min(start + READ_CHUNK, len(source))))
-        images.append(np.stack([ex["image"] for ex in chunk]))
-        labels.append(np.asarray([ex["label"] for ex in chunk], np.int32))
-    x = np.concatenate(images)
-    q = np.rint(x * 255)
-    if q.min() >= 0 and q.max() <= 255 and np.array_equal(q.astype(np.float32) / 255.0, x):
-        x = q.astype(np.uint8)
-    return x, np.concatenate(labels)
+        indices = range(start, min(start + READ_CHUNK, len(source)))
+        for i, ex in zip(indices, source.get_many(indices), strict=True):
+            image = ex["image"]
+            slabs[layout.slab[i]][(layout.row[i], *(slice(0, n) for n in image.shape[:-1]))] = image
+            labels[i] = ex["label"]
+    quantized = [np.rint(x * 255) for x in slabs]
+    if all(
+        q.min(initial=0) >= 0 and q.max(initial=0) <= 255 and np.array_equal(q / 255.0, x)
+        for q, x in zip(quantized, slabs, strict=True)
+    ):
+        slabs = [q.astype(np.uint8) for q in quantized]
+    return slabs, labels
 
 
-def assemble(images, labels, rows, *, canvas: tuple[int, ...], resize: bool) -> dict:
+def _inside(low, high, spatial_shape: tuple[int, ...]) -> jax.Array:
+    """(B, *spatial, 1) bool: positions in ``[low, high)`` on every axis (both (B, D))."""
+    return valid_mask(high, spatial_shape) & ~_below(low, spatial_shape)
+
+
+def _below(low, spatial_shape: tuple[int, ...]) -> jax.Array:
+    """(B, *spatial, 1) bool: positions before ``low`` (B, D) on some axis."""
+    out = None
+    for axis, length in enumerate(spatial_shape):
+        shape = [low.shape[0]] + [1] * len(spatial_shape) + [1]
+        shape[1 + axis] = length
+        before = (jnp.arange(length) < low[:, axis : axis + 1]).reshape(shape)
+        out = before if out is None else out | before
+    return out
+
+
+def _fit(x, canvas: tuple[int, ...]):
+    """``(B, *S, C)`` cut or zero-padded to ``(B, *canvas, C)`` (static: a bucket's slice)."""
+    x = x[(slice(None), *(slice(0, c) for c in canvas))]
+    return jnp.pad(x, [(0, 0), *((0, c - n) for c, n in zip(canvas, x.shape[1:-1])), (0, 0)])
+
+
+def _place(x, scale, start, canvas: tuple[int, ...]):
+    """Each of ``(B, *S, C)`` scaled by ``scale`` (B, D) with its first element at ``start``
+    (B, D) on a ``(B, *canvas, C)`` canvas (PIL's bilinear filter, antialiased)."""
+    place = functools.partial(
+        jax.image.scale_and_translate,
+        shape=(*canvas, x.shape[-1]),
+        spatial_dims=tuple(range(len(canvas))),
+        method="linear",
+        antialias=True,
+        precision=jax.lax.Precision.HIGHEST,
+    )
+    return jax.vmap(lambda im, s, t: place(im, scale=s, translation=t))(
+        x, scale, start.astype(jnp.float32)
+    )
+
+
+def assemble(images, labels, slab_rows, stored, rows, *, canvas, resize, padded) -> dict:
     """One batch from examples held on the device.
 
     Args:
-      images: ``(N, *S, C)`` uint8 or float32; labels: ``(N,)`` int32.
+      images: ``(N_k, *S, C)`` uint8 or float32: the slab this batch's examples lie in.
+      labels: ``(N,)`` int32; slab_rows: ``(N,)`` int32 row of each example in its slab;
+        stored: ``(N, D)`` int32 size of each example as held.
       rows: ``(B, 1 + 3D)`` int32: example index, size (B, D), content extent (B, D) and
         content start (B, D) on the canvas.
       canvas: the batch's spatial shape (a bucket).
-      resize: False when every example is used as stored (its size is the canvas).
+      resize: False when every example is used as held (its size is its stored size).
+      padded: whether the slab holds examples smaller than itself (zero beyond their size).
     Returns:
       ``{"image": (B, *canvas, C) float32, "label": (B,), "sizes": (B, D)}``, zero beyond
       each example's size.
@@ -106,31 +217,31 @@ def assemble(images, labels, rows, *, canvas: tuple[int, ...], resize: bool) -> 
     d = len(canvas)
     index, size = rows[:, 0], rows[:, 1 : 1 + d]
     content, start = rows[:, 1 + d : 1 + 2 * d], rows[:, 1 + 2 * d :]
-    x = jnp.take(images, index, axis=0)
+    x = jnp.take(images, jnp.take(slab_rows, index), axis=0)
     x = jnp.asarray(_UINT8_TO_FLOAT)[x] if images.dtype == jnp.uint8 else x.astype(jnp.float32)
-    if resize:
-        scale = content / jnp.asarray(images.shape[1:-1], jnp.float32)
-        place = functools.partial(
-            jax.image.scale_and_translate,
-            shape=(*canvas, images.shape[-1]),
-            spatial_dims=tuple(range(d)),
-            method="linear",
-            antialias=True,
-            precision=jax.lax.Precision.HIGHEST,
-        )
-        x = jax.vmap(lambda im, s, t: place(im, scale=s, translation=t))(
-            x, scale, start.astype(jnp.float32)
-        )
+    if not resize:  # zero beyond each example's size already
+        x = _fit(x, canvas)
+    elif not padded:
+        x = _place(x, content / jnp.asarray(images.shape[1:-1], jnp.float32), start, canvas)
         x = jnp.where(valid_mask(size, canvas), x, 0.0)
+    else:
+        # The filter must see each example's own size, as the host's does: resize its mask
+        # along and divide, which renormalizes the filter over the example's pixels only.
+        held = jnp.take(stored, index, axis=0)
+        mask = valid_mask(held, images.shape[1:-1]).astype(jnp.float32)
+        y = _place(jnp.concatenate([x, mask], -1), content / held, start, canvas)
+        value, weight = y[..., :-1], y[..., -1:]
+        inside = _inside(start, start + content, canvas) & valid_mask(size, canvas) & (weight > 0)
+        x = jnp.where(inside, value / jnp.where(weight > 0, weight, 1.0), 0.0)
     return {"image": x, "label": jnp.take(labels, index), "sizes": size}
 
 
-def assemble_next(images, labels, epoch_rows, j, *, canvas, resize) -> tuple[dict, jax.Array]:
+def assemble_next(images, labels, slab_rows, stored, epoch_rows, j, **kw) -> tuple[dict, jax.Array]:
     """Batch ``j`` of an epoch whose rows ``(S, B, 1 + 3D)`` are on the device (see
     :func:`assemble`), and ``j + 1``: the position advances on the device, so a step needs no
     transfer from the host (a small one can make the host wait for the device on GPUs)."""
     rows = jax.lax.dynamic_index_in_dim(epoch_rows, j, keepdims=False)
-    return assemble(images, labels, rows, canvas=canvas, resize=resize), j + 1
+    return assemble(images, labels, slab_rows, stored, rows, **kw), j + 1
 
 
 class DeviceLoader(BatchPlan):
@@ -138,9 +249,9 @@ class DeviceLoader(BatchPlan):
 
     Same arguments and plan as :class:`~fcn_jax.data.loader.TrainLoader` (``process_count``
     and the rows each process takes come from ``mesh``); batches are global arrays split over
-    ``mesh`` (``{"image", "label", "sizes"}``). The source must have one size (see
-    :func:`device_data_problem`). ``compile_seconds``: time spent compiling the assembly, once
-    per bucket.
+    ``mesh`` (``{"image", "label", "sizes"}``). The source is held as :func:`device_layout`
+    says (:func:`device_data_problem`: whether it fits). ``compile_seconds``: time spent
+    compiling the assembly, once per bucket.
     """
 
     pipeline = "device"  # the summary's input_pipeline
@@ -169,42 +280,52 @@ class DeviceLoader(BatchPlan):
             batch_multiple=batch_multiple,
             augmentation=augmentation,
         )
-        self._stored = source.common_size()
-        if self._stored is None:
-            raise ValueError("the device loader needs a train split whose examples share a size")
-        images, labels = read_arrays(source)
-        self.storage_dtype = images.dtype
+        self.layout = device_layout(source, policy, self.buckets, self.min_size)
+        slabs, labels = read_split(source, self.layout)
+        self.storage_dtype = slabs[0].dtype
         self._mesh = mesh
-        self._images = sharding.replicate(images, mesh)
-        self._labels = sharding.replicate(labels, mesh)
-        self._resize = self._needs_resize()
+        sizes = source.sizes()
+        self._held = [
+            sharding.replicate(x, mesh) for x in (labels, self.layout.row, sizes.astype(np.int32))
+        ]  # labels, slab rows, stored sizes: what every assembly takes after its slab
+        self._slabs = [sharding.replicate(x, mesh) for x in slabs]
+        self._padded = [
+            bool((sizes[self.layout.slab == k] != shape).any())
+            for k, shape in enumerate(self.layout.shapes)
+        ]
+        self._resize = self._needs_resize(sizes)
         self._steps: dict = {}  # (function, canvas, shapes) -> compiled assembly
         self._next, self._on_device = 0, None  # (epoch, step within it) of the device rows
 
-    def _needs_resize(self) -> bool:
+    def _needs_resize(self, sizes: np.ndarray) -> bool:
         """Whether some example is ever resized, zoomed or shifted."""
         if self.augmentation.active or self.policy.kind == "mixed_example":
             return True
-        if self.policy.kind == "native":
-            sizes = {tuple(effective_sizes(np.asarray([self._stored]), self.min_size)[0])}
-        else:
-            sizes = set(self.policy.grid())
-        return sizes != {self._stored}
+        if self.policy.kind == "native":  # raised to the model's minimum
+            return not np.array_equal(effective_sizes(sizes, self.min_size), sizes)
+        return set(self.policy.grid()) != {
+            tuple(int(v) for v in s) for s in np.unique(sizes, axis=0)
+        }
+
+    def _slab(self, canvas: tuple[int, ...]) -> int:
+        """The slab a batch of this canvas reads (native batches come from one bucket)."""
+        return 0 if len(self.layout.shapes) == 1 else self.buckets.index(canvas)
 
     def _compiled(self, fn, canvas: tuple[int, ...], args: tuple):
         """``fn`` (:func:`assemble` or :func:`assemble_next`) compiled for this canvas and
-        these argument shapes, once each (timed)."""
+        these argument shapes, once each (timed), and the arguments it takes before ``args``."""
+        k = self._slab(canvas)
+        inputs = (self._slabs[k], *self._held)
         key = (fn.__name__, canvas, *(a.shape for a in args))
         if key not in self._steps:
             batches = sharding.batch_sharded(self._mesh)  # assemble_next also returns j + 1
             out = (batches, sharding.replicated(self._mesh)) if fn is assemble_next else batches
-            jitted = jax.jit(
-                functools.partial(fn, canvas=canvas, resize=self._resize), out_shardings=out
-            )
+            kw = dict(canvas=canvas, resize=self._resize, padded=self._padded[k])
+            jitted = jax.jit(functools.partial(fn, **kw), out_shardings=out)
             start = time.perf_counter()
-            self._steps[key] = jitted.lower(self._images, self._labels, *args).compile()
+            self._steps[key] = jitted.lower(*inputs, *args).compile()
             self.compile_seconds += time.perf_counter() - start
-        return self._steps[key]
+        return functools.partial(self._steps[key], *inputs)
 
     def _upload(self, epoch: int, j: int, first: int) -> None:
         """Put the rows of every step of ``epoch`` (its first global step is ``first``) on the
@@ -237,13 +358,11 @@ class DeviceLoader(BatchPlan):
         self._next += 1
         if self._variable_epochs:  # batch sizes vary: this step's rows go up alone
             rows = sharding.replicate(self.rows(step)[1], self._mesh)
-            return self._compiled(assemble, canvas, (rows,))(self._images, self._labels, rows)
+            return self._compiled(assemble, canvas, (rows,))(rows)
         if self._on_device != (epoch, j):  # the first step, a resume or a new epoch
             self._upload(epoch, j, step - j)
         args = (self._epoch_rows, self._j)
-        batch, self._j = self._compiled(assemble_next, canvas, args)(
-            self._images, self._labels, *args
-        )
+        batch, self._j = self._compiled(assemble_next, canvas, args)(*args)
         self._on_device = (epoch, j + 1)
         return batch
 

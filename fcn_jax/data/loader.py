@@ -152,11 +152,14 @@ class TrainLoader(BatchPlan):
             zooms, shifts = (a[rows] for a in aug.draw(self.seed, step, len(indices), len(shape)))
         batch = _empty_batch(len(local), shape, self.source.in_channels)
         for k, (i, ex) in enumerate(zip(local, self.source.get_many(local), strict=True)):
-            if self.policy.kind == "native":
-                image = fit_min_size(ex["image"], self.min_size)
-                size = image.shape[:-1]
+            image = ex["image"]
+            if self.policy.kind != "native":
+                size = tuple(int(v) for v in sizes[k])
+            elif aug.active:  # one resize, from the example as stored (as on the devices)
+                size = tuple(int(v) for v in effective_sizes(image.shape[:-1], self.min_size))
             else:
-                image, size = ex["image"], tuple(int(v) for v in sizes[k])
+                image = fit_min_size(image, self.min_size)
+                size = image.shape[:-1]
             if aug.active:
                 image = aug.apply(image, size, zooms[k], shifts[k])
             else:
