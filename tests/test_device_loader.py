@@ -25,8 +25,10 @@ from fcn_jax.data.device_loader import (
     device_layout,
     read_split,
 )
+from fcn_jax.data.sources import Dataset
 from fcn_jax.models import layers, strided_conv
 from fcn_jax.run import train_and_evaluate
+from fcn_jax.setup import build
 
 RESIZE_TOLERANCE = 1e-5  # PIL and jax.image apply the same bilinear filter in float32
 MESH = sharding.make_mesh()
@@ -251,3 +253,34 @@ def test_conv_grad_choice(mode):
     assert strided_conv.resolve_conv_grad("auto", "cpu") == "custom"
     assert strided_conv.resolve_conv_grad("auto", "gpu") == "custom"
     assert strided_conv.resolve_conv_grad("auto", "tpu") == "autodiff"
+
+
+@pytest.mark.parametrize("spec", ["native", "mixed_step:8-16:4:scale"])
+def test_the_train_step_assembles_its_own_batch(spec):
+    """The training loop's step takes step_input() and assembles the batch itself (one
+    computation a step): the same state and metrics as the step on the loader's own batches,
+    and one compile per bucket."""
+    source = _varied(n=24, low=6, high=16)
+    dataset = Dataset("varied", source, source, 5, 1, 2)
+    config = TrainConfig(
+        dataset="varied",
+        train_size=spec,
+        buckets="auto:2" if spec == "native" else None,
+        model="seed",
+        width=0.125,
+        batch_size=4,
+        steps=6,
+        eval_sizes="12",
+        zoom="0.9-1.1",
+        input_pipeline="device",
+    )
+    fused, plain = build(config, dataset), build(config, dataset)
+    states = [jax.tree.leaves(jax.device_put(s.state)) for s in (fused, plain)]
+    for _ in range(6):
+        states[0], m0 = fused.train_step(states[0], fused.loader.step_input())
+        states[1], m1 = plain.train_step(states[1], next(plain.loader))
+        np.testing.assert_allclose(m0["loss"], m1["loss"], rtol=1e-5)
+    for a, b in zip(*states, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert fused.loader.compile_seconds == 0  # no assembly compiled on its own
+    assert fused.train_step.compiles == len({s[1:3] for s in fused.train_step.shapes}) <= 4

@@ -27,7 +27,7 @@ import math
 import os
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +39,7 @@ from fcn_jax.data.plan import BatchPlan, effective_sizes
 from fcn_jax.data.policies import SizePolicy, fitting_buckets
 from fcn_jax.data.sources import Source
 from fcn_jax.models.layers import valid_mask
+from fcn_jax.steps import OnDevice, batch_key
 
 READ_CHUNK = 1024
 # Slabs per bucket replace one padded slab when the examples fill less than this share of it.
@@ -294,7 +295,9 @@ class DeviceLoader(BatchPlan):
             for k, shape in enumerate(self.layout.shapes)
         ]
         self._resize = self._needs_resize(sizes)
-        self._steps: dict = {}  # (function, canvas, shapes) -> compiled assembly
+        self._steps: dict = {}  # (build, shapes) -> the assembly compiled on its own
+        self._builds: dict = {}  # canvas -> its assemble_next
+        self._zero = sharding.replicate(np.zeros((), np.int32), mesh)
         self._next, self._on_device = 0, None  # (epoch, step within it) of the device rows
 
     def _needs_resize(self, sizes: np.ndarray) -> bool:
@@ -311,21 +314,24 @@ class DeviceLoader(BatchPlan):
         """The slab a batch of this canvas reads (native batches come from one bucket)."""
         return 0 if len(self.layout.shapes) == 1 else self.buckets.index(canvas)
 
-    def _compiled(self, fn, canvas: tuple[int, ...], args: tuple):
-        """``fn`` (:func:`assemble` or :func:`assemble_next`) compiled for this canvas and
-        these argument shapes, once each (timed), and the arguments it takes before ``args``."""
-        k = self._slab(canvas)
-        inputs = (self._slabs[k], *self._held)
-        key = (fn.__name__, canvas, *(a.shape for a in args))
+    def _build(self, canvas: tuple[int, ...]) -> Callable:
+        """:func:`assemble_next` for batches of this canvas (one object per canvas: it keys
+        the compiles)."""
+        if canvas not in self._builds:
+            kw = dict(canvas=canvas, resize=self._resize, padded=self._padded[self._slab(canvas)])
+            self._builds[canvas] = functools.partial(assemble_next, **kw)
+        return self._builds[canvas]
+
+    def _compiled(self, batch: OnDevice) -> Callable:
+        """The assembly of ``batch`` compiled on its own (:meth:`__next__`), once per canvas
+        and argument shapes (timed)."""
+        key = batch_key(batch)
         if key not in self._steps:
-            batches = sharding.batch_sharded(self._mesh)  # assemble_next also returns j + 1
-            out = (batches, sharding.replicated(self._mesh)) if fn is assemble_next else batches
-            kw = dict(canvas=canvas, resize=self._resize, padded=self._padded[k])
-            jitted = jax.jit(functools.partial(fn, **kw), out_shardings=out)
+            out = (sharding.batch_sharded(self._mesh), sharding.replicated(self._mesh))
             start = time.perf_counter()
-            self._steps[key] = jitted.lower(*inputs, *args).compile()
+            self._steps[key] = jax.jit(batch.build, out_shardings=out).lower(*batch.args).compile()
             self.compile_seconds += time.perf_counter() - start
-        return functools.partial(self._steps[key], *inputs)
+        return self._steps[key]
 
     def _upload(self, epoch: int, j: int, first: int) -> None:
         """Put the rows of every step of ``epoch`` (its first global step is ``first``) on the
@@ -349,6 +355,17 @@ class DeviceLoader(BatchPlan):
         return self
 
     def __next__(self) -> dict:
+        """The next batch, assembled by itself: ``{"image", "label", "sizes"}`` on the
+        devices (the training loop lets its step assemble it: :meth:`step_input`)."""
+        batch = self.step_input()
+        out, carry = self._compiled(batch)(*batch.args)
+        if batch.keep is not None:
+            batch.keep(carry)
+        return out
+
+    def step_input(self) -> OnDevice:
+        """The next batch as the train step takes it: the arrays it is assembled from, so
+        that the step assembles it (:class:`~fcn_jax.steps.OnDevice`)."""
         self._start_clock()
         step = self._next
         epoch, j = self._locate(step)
@@ -356,15 +373,30 @@ class DeviceLoader(BatchPlan):
         canvas = tuple(plan[1])
         self._count(plan)
         self._next += 1
+        held = (self._slabs[self._slab(canvas)], *self._held)
         if self._variable_epochs:  # batch sizes vary: this step's rows go up alone
-            rows = sharding.replicate(self.rows(step)[1], self._mesh)
-            return self._compiled(assemble, canvas, (rows,))(rows)
+            rows = sharding.replicate(self.rows(step)[1][None], self._mesh)
+            return OnDevice(self._build(canvas), (*held, rows, self._zero))
         if self._on_device != (epoch, j):  # the first step, a resume or a new epoch
             self._upload(epoch, j, step - j)
-        args = (self._epoch_rows, self._j)
-        batch, self._j = self._compiled(assemble_next, canvas, args)(*args)
         self._on_device = (epoch, j + 1)
-        return batch
+        return OnDevice(self._build(canvas), (*held, self._epoch_rows, self._j), self._keep)
+
+    def abstract_input(self, canvas: tuple[int, ...], batch_size: int) -> OnDevice:
+        """What :meth:`step_input` gives for a batch of ``batch_size`` examples of ``canvas``,
+        abstract (``--precompile``)."""
+        steps = 1 if self._variable_epochs else self.batches_per_epoch
+        replicated = sharding.replicated(self._mesh)
+        rows = jax.ShapeDtypeStruct(
+            (steps, batch_size, 1 + 3 * len(canvas)), np.int32, sharding=replicated
+        )
+        j = jax.ShapeDtypeStruct((), np.int32, sharding=replicated)
+        return OnDevice(
+            self._build(canvas), (self._slabs[self._slab(canvas)], *self._held, rows, j)
+        )
+
+    def _keep(self, j: jax.Array) -> None:
+        self._j = j
 
     def _position(self) -> int:
         return self._next

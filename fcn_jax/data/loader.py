@@ -170,6 +170,21 @@ class TrainLoader(BatchPlan):
     def __iter__(self) -> Iterator[Batch]:
         return self
 
+    def step_input(self) -> Batch:
+        """The next batch as the train step takes it (this process's rows: the loop makes
+        them a global batch)."""
+        return next(self)
+
+    def abstract_input(self, canvas: Sequence[int], batch_size: int) -> dict:
+        """A global batch of ``batch_size`` examples of ``canvas``, abstract (``--precompile``)."""
+        return {
+            "image": jax.ShapeDtypeStruct(
+                (batch_size, *canvas, self.source.in_channels), np.float32
+            ),
+            "label": jax.ShapeDtypeStruct((batch_size,), np.int32),
+            "sizes": jax.ShapeDtypeStruct((batch_size, len(canvas)), np.int32),
+        }
+
     def __next__(self) -> Batch:
         self._start_clock()
         self._count(self.planned(self._next))
