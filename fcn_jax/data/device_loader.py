@@ -8,8 +8,9 @@ would take most of the memory) one slab per bucket padded to its largest member
 :class:`~fcn_jax.data.loader.TrainLoader` (:mod:`fcn_jax.data.plan`): per example ``1 + 3D``
 integers, its index, size, content extent and content start (zoom and shift of the
 augmentation). They go to the devices once per epoch (per step where batch sizes vary), and a
-position kept on the device picks each step's. One jitted function per bucket gathers the
-examples, then takes the bucket's static slice (nothing resized) or resizes each with
+position kept on the device picks each step's. The training loop's step assembles its batch
+itself (:meth:`DeviceLoader.step_input`; one computation per step and bucket, not two;
+``next(loader)`` runs the assembly alone): it gathers the examples, then takes the bucket's static slice (nothing resized) or resizes each with
 ``jax.image.scale_and_translate`` (bilinear, antialiased when shrinking, as PIL) from its own
 size to its extent and offset on the bucket-sized canvas, and zeroes what lies outside its size.
 
