@@ -10,9 +10,10 @@ integers, its index, size, content extent and content start (zoom and shift of t
 augmentation). They go to the devices once per epoch (per step where batch sizes vary), and a
 position kept on the device picks each step's. The training loop's step assembles its batch
 itself (:meth:`DeviceLoader.step_input`; one computation per step and bucket, not two;
-``next(loader)`` runs the assembly alone): it gathers the examples, then takes the bucket's static slice (nothing resized) or resizes each with
-``jax.image.scale_and_translate`` (bilinear, antialiased when shrinking, as PIL) from its own
-size to its extent and offset on the bucket-sized canvas, and zeroes what lies outside its size.
+``next(loader)`` runs the assembly alone): it gathers the examples, then takes the bucket's
+static slice (nothing resized) or resizes each with ``jax.image.scale_and_translate``
+(bilinear, antialiased when shrinking, as PIL) from its own size to its extent and offset on
+the bucket-sized canvas, and zeroes what lies outside its size.
 
 Against the host loader, for the same seed: the same indices, labels, sizes and shapes; pixels
 equal where no resizing happens and within 1e-5 where it does (two implementations of the same
