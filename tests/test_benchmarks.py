@@ -22,7 +22,15 @@ def parse_markdown_table(text: str) -> list[dict[str, str]]:
     return rows
 
 
-PARTS = ("1 compile", "2 padding", "3 throughput", "4 vs PyTorch", "5 time to acc.", "6 end to end")
+PARTS = (
+    "1 compile",
+    "2 padding",
+    "3 throughput",
+    "4 vs PyTorch",
+    "5 time to acc.",
+    "6 end to end",
+    "7 host overhead",
+)
 # Rows whose value may be missing: the measurement was skipped or the goal not reached.
 MAY_BE_EMPTY = ("4 vs PyTorch", "seconds to", "steps to", "buckets needed")
 POSITIVE_UNITS = ("compiles", "s", "ex/s", "px/s", "×", "img/s", "steps", "buckets")

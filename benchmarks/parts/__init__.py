@@ -48,8 +48,12 @@ class Settings:
     # 6. end to end against the step alone
     e2e_policies: tuple[str, ...] = ("fixed", "mixed_step", "mixed_example")
     e2e_steps: int = 300
-    # 7. host overhead, on `variable`
-    host_policies: tuple[str, ...] = ("fixed", "mixed_example", "native")
+    # 7. host overhead: (policy, the Settings field naming its dataset)
+    host_policies: tuple[tuple[str, str], ...] = (
+        ("fixed", "fixed28"),
+        ("mixed_example", "fixed28"),
+        ("native", "variable"),
+    )
     host_steps: int = 1000
 
 
@@ -76,7 +80,7 @@ SMOKE = dataclasses.replace(
     ),
     rounds=1, reps=1, torch_sizes=(28,), torch_batch=8, torch_steps=2,
     tta_max_steps=4, tta_eval_every=2, tta_eval_examples=32, e2e_policies=("fixed",), e2e_steps=2,
-    host_policies=("native",), host_steps=2,
+    host_policies=(("native", "variable"),), host_steps=2,
 )
 # fmt: on
 LEVELS = {s.level: s for s in (FULL, QUICK, SMOKE)}

@@ -17,6 +17,7 @@ from benchmarks.parts import Settings, end_to_end
 
 PART = "7 host overhead"
 TINY_STEP = dict(width=0.125, batch_size=8)
+PIPELINES = ("device", "grain")
 
 
 def run(policies, pipelines, **overrides) -> list[dict]:
@@ -47,23 +48,30 @@ def format_row(r: dict) -> str:
 
 
 def rows(s: Settings) -> list[Row]:
-    fields = dict(dataset=s.variable, data_dir=s.data_dir, steps=s.host_steps)
-    measured = run(s.host_policies, ("device", "grain"), **fields)
+    measured = []
+    for policy, data in s.host_policies:  # each policy on its own data (a Settings field)
+        fields = dict(dataset=getattr(s, data), data_dir=s.data_dir, steps=s.host_steps)
+        measured += [
+            {**r, "dataset": fields["dataset"]} for r in run([policy], PIPELINES, **fields)
+        ]
     out = []
     for r in measured:
         what = f"{r['policy']}, {r['pipeline']} pipeline, tiny step"
         note = (
             f"loop {r['loop_us']:,.0f} µs/step, step alone {r['step_us']:,.0f}, loader alone "
-            f"{r['loader_us']:,.0f} µs/batch; {r['train_size']}, batch {r['batch_size']}"
+            f"{r['loader_us']:,.0f} µs/batch; {r['train_size']} on {r['dataset']}, batch "
+            f"{r['batch_size']}"
         )
         target = "<= 1.1" if r["pipeline"] == "device" and r["policy"] != "native" else None
         ratio = r["loop_us"] / r["step_us"]
         out.append(Row(PART, f"loop ÷ step alone, {what}", ratio, "×", target, note))
     by = {(r["policy"], r["pipeline"]): r for r in measured}
-    for policy in s.host_policies:
+    for policy, _ in s.host_policies:
         device, grain = by[policy, "device"], by[policy, "grain"]
         name = f"device loader alone ÷ grain loader alone, {policy}"
-        note = f"{grain['loader_us']:,.0f} vs {device['loader_us']:,.0f} µs/batch, {s.variable}"
+        note = (
+            f"{grain['loader_us']:,.0f} vs {device['loader_us']:,.0f} µs/batch, {device['dataset']}"
+        )
         target = ">= 10" if policy == "native" else None
         out.append(Row(PART, name, grain["loader_us"] / device["loader_us"], "×", target, note))
     return out
