@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The checks a GPU session runs, most important first, each under its own time limit; results
 # land in OUT (default runs/gpu_check). Assumes fcn_jax's packages importable and the
-# procedural_digits/fixed28 TFDS data prepared.
+# procedural_digits and procedural_digits/fixed28 TFDS data prepared (fcn_jax.data.
+# procedural_digits.prepare; about 10 s on 16 cores).
 #
 #   bash benchmarks/gpu_check.sh [OUT]
 set -uo pipefail
@@ -10,7 +11,7 @@ PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false JAX_PLATFORMS=cuda
 log() { echo "== $* ($(date +%T))" | tee -a "$OUT/steps.txt"; }
-e2e() { timeout "$1" "$PY" -m benchmarks.end_to_end "${@:2}" 2>&1 | grep -v "^[IW][0-9]"; }
+e2e() { timeout "$1" "$PY" -m benchmarks.end_to_end "${@:2}" 2>&1 | grep --line-buffered -v "^[IW][0-9]"; }
 
 nvidia-smi -L >"$OUT/steps.txt"
 "$PY" -c "import jax, flax, optax, orbax.checkpoint, grain; print('jax', jax.__version__, 'flax',
@@ -29,6 +30,12 @@ e2e 80 --batch_size=1024 --steps=400 --policies=fixed,mixed_example --pipelines=
 log "3. end to end: batch 256, device pipeline and Grain (host threads, prefetched to the GPU)"
 e2e 110 --batch_size=256 --steps=300 --policies=fixed,mixed_example --pipelines=device,grain \
   --out="$OUT/e2e_256.json" | tail -4 >"$OUT/e2e_256.txt"
+
+log "3b. variable-size data (procedural_digits), native: batch 1024 and 256, device; 256 Grain"
+e2e 60 --batch_size=1024 --steps=400 --policies=native --pipelines=device \
+  --dataset=procedural_digits --out="$OUT/e2e_native_1024.json" | tail -1 >"$OUT/e2e_native.txt"
+e2e 70 --batch_size=256 --steps=400 --policies=native --pipelines=device,grain \
+  --dataset=procedural_digits --out="$OUT/e2e_native_256.json" | tail -2 >>"$OUT/e2e_native.txt"
 
 log "4. the strided-conv input gradient: custom and autodiff (fixed 28, batch 1024, TF32)"
 for g in custom autodiff; do
