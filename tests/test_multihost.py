@@ -117,7 +117,7 @@ def saved_steps(workdir) -> list[int]:
 
 
 def test_a_lost_process_is_survived_and_a_rerun_resumes(data_dir, tmp_path):
-    steps = 200  # far more than the few after the first checkpoint: the kill lands mid-run
+    steps = 100  # far more than the few after the first checkpoint: the kill lands mid-run
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     one = tmp_path / "one"  # 1 process with 2 devices: the same losses, parameters, evaluation
     done = run_pythons(
