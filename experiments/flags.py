@@ -61,11 +61,19 @@ def config_from_flags(config_cls):
 def run_cleanly(main: Callable, errors: tuple[type[BaseException], ...]) -> Callable:
     """Wrap an absl main so expected errors exit 1 with one line instead of a stack trace
     (naming the process in a multi-host run). A multi-host run that lost a process exits 1
-    with one line naming it, at once: JAX's own shutdown would wait for the lost process."""
+    with one line naming it, at once: JAX's own shutdown would wait for the lost process. With
+    ``--distributed`` the command runs as the child of a supervisor
+    (:func:`fcn_jax.process.supervise`), which reports a lost coordinator the same way."""
 
     def wrapped(argv):
-        from fcn_jax.process import label, lost_process_error, timeout_s
+        from fcn_jax.process import label, lost_process_error, supervise, timeout_s
 
+        f = flags.FLAGS
+        if "distributed" in f and f.distributed:  # before any JAX call: see supervise
+            ids = (f[k].value if k in f else None for k in ("process_id", "num_processes"))
+            status = supervise(*ids)
+            if status is not None:
+                sys.exit(status)
         quiet_libraries()
         try:
             return main(argv)

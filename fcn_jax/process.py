@@ -9,9 +9,14 @@ the cluster (Slurm, Open MPI, Cloud TPU).
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging as logging_std
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 import typing
 
@@ -216,3 +221,56 @@ def _lost_processes() -> list[int]:
 def timeout_s() -> float:
     """The ``--distributed_timeout_s`` this process was set up with."""
     return float(_done.cluster.distributed_timeout_s) if _done else 0.0
+
+
+# Set in the environment of the process a supervisor starts (:func:`supervise`).
+_SUPERVISED = "FCN_SUPERVISED"
+
+
+def supervise(process_id: int | None, num_processes: int | None) -> int | None:
+    """Run this command again as a child process and return its exit status (None: this is
+    that child; go on). A multi-host command runs this way because JAX's distributed client
+    ends its process with SIGABRT, from a C++ thread Python cannot catch, when the
+    coordination service (process 0's) is gone: the supervisor then says so in one line and
+    exits 1. It forwards SIGINT and SIGTERM, and the child dies with it (Linux)."""
+    if os.environ.get(_SUPERVISED):
+        return None
+    child = subprocess.Popen(
+        [sys.executable, *sys.orig_argv[1:]],
+        env={**os.environ, _SUPERVISED: "1"},
+        preexec_fn=_die_with_parent,
+    )
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda n, _: child.send_signal(n))
+    status = child.wait()
+    if status != -signal.SIGABRT:
+        return status if status >= 0 else 128 - status
+    me = process_id if process_id is not None else _scheduler_rank()
+    who = f"[process {me}] " if me is not None else ""
+    lost = "process 0" if me != 0 else "a process"
+    of = f" of {num_processes}" if num_processes else ""
+    print(
+        f"error: {who}lost {lost}{of} (JAX's distributed runtime aborted this process: the "
+        "coordination service stopped answering); rerun the same command on every host to "
+        "resume from the last checkpoint",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 1
+
+
+def _scheduler_rank() -> int | None:
+    """This process's rank as the cluster's launcher gave it (Slurm, Open MPI), if any."""
+    for var in ("SLURM_PROCID", "OMPI_COMM_WORLD_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return None
+
+
+def _die_with_parent() -> None:
+    """In the child: be killed when the supervisor dies (prctl PR_SET_PDEATHSIG), so that
+    killing a host's command ends its JAX process too."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the child outlives a killed supervisor
+        pass

@@ -132,6 +132,32 @@ def test_a_lost_process_is_survived_and_a_rerun_resumes(data_dir, tmp_path):
     evals = [json.load(open(d / "summary.json"))["eval_accuracy"] for d in (one, reference)]
     assert evals[0] == evals[1]
     commands = on_two("experiments.train", train_flags(data_dir, killed, steps=steps))
+    status, last, waited = kill_mid_run(commands, killed, victim=1)
+    assert max(saved_steps(killed)) < steps  # it really was interrupted
+    assert status == 1 and last.startswith("error: [process 0] lost process 1 of 2")
+    assert waited < TIMEOUT_S + 20
+    rerun = run_pythons(*commands)
+    assert [p.returncode for p in rerun] == [0, 0], rerun[0].stderr[-3000:]
+    summary = json.load(open(killed / "summary.json"))
+    assert 0 < summary["resumed_from_step"] < steps
+    for a, b in zip(params_of(killed), params_of(reference), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert summary["eval_accuracy"] == json.load(open(reference / "summary.json"))["eval_accuracy"]
+
+
+def test_a_lost_coordinator_is_reported_in_one_line(data_dir, tmp_path):
+    # Process 0 runs the coordination service: JAX aborts the others from a C++ thread when it
+    # is gone; their supervisor (fcn_jax.process.supervise) says so in one line.
+    commands = on_two("experiments.train", train_flags(data_dir, tmp_path, steps=100))
+    status, last, waited = kill_mid_run(commands, tmp_path, victim=0)
+    assert status == 1 and last.startswith("error: [process 1] lost process 0 of 2"), last
+    assert waited < TIMEOUT_S + 20
+
+
+def kill_mid_run(commands, workdir, victim: int) -> tuple[int, str, float]:
+    """Start the 2 processes of ``commands``, SIGKILL process ``victim`` once a checkpoint
+    past step 0 is saved; the survivor's exit status, last stderr line and seconds to exit
+    after the kill. Every process is ended before this returns."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     procs = [
         subprocess.Popen(
@@ -141,28 +167,18 @@ def test_a_lost_process_is_survived_and_a_rerun_resumes(data_dir, tmp_path):
     ]
     try:
         deadline = time.monotonic() + 240
-        while max(saved_steps(killed), default=0) < 6 and time.monotonic() < deadline:
+        while max(saved_steps(workdir), default=0) < 6 and time.monotonic() < deadline:
             time.sleep(0.05)
-        procs[1].send_signal(signal.SIGKILL)
+        procs[victim].send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
-        _, err = procs[0].communicate(timeout=TIMEOUT_S + 30)
+        _, err = procs[1 - victim].communicate(timeout=TIMEOUT_S + 30)
         waited = time.monotonic() - killed_at
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
             proc.communicate()
-    assert max(saved_steps(killed)) < steps  # it really was interrupted
-    last = err.decode().strip().splitlines()[-1]
-    assert procs[0].returncode == 1 and last.startswith("error: [process 0] lost process 1 of 2")
-    assert waited < TIMEOUT_S + 20
-    rerun = run_pythons(*commands)
-    assert [p.returncode for p in rerun] == [0, 0], rerun[0].stderr[-3000:]
-    summary = json.load(open(killed / "summary.json"))
-    assert 0 < summary["resumed_from_step"] < steps
-    for a, b in zip(params_of(killed), params_of(reference), strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert summary["eval_accuracy"] == json.load(open(reference / "summary.json"))["eval_accuracy"]
+    return procs[1 - victim].returncode, err.decode().strip().splitlines()[-1], waited
 
 
 def train_losses(workdir) -> list[float]:
