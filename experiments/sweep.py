@@ -24,12 +24,14 @@ import sys
 
 from absl import app, flags
 
-from experiments.flags import define_flags, run_cleanly
+from experiments.flags import config_from_flags, define_cluster_flags, define_flags, run_cleanly
 from fcn_jax.config import TrainConfig, field_help
+from fcn_jax.process import Cluster
 from fcn_jax.runs import grid as grids
 from fcn_jax.runs import launch, sweep, sweep_results
 
 define_flags(TrainConfig, field_help())
+define_cluster_flags()
 flags.DEFINE_string("workdir", "runs/sweep", "sweep directory: runs, results.csv, results.png")
 flags.DEFINE_string("grid", None, "grid file: JSON object or Python file defining GRID")
 flags.DEFINE_multi_string("set", [], "a grid axis KEY=V1,V2 (repeatable; JSON list if commas)")
@@ -51,12 +53,29 @@ def base_flags() -> dict:
     return {x.name: f[x.name].value for x in dataclasses.fields(TrainConfig) if f[x.name].present}
 
 
+def sweep_cluster() -> Cluster | None:
+    """The cluster every host runs a local ``--distributed`` sweep on (None: one host)."""
+    f = flags.FLAGS
+    cluster = config_from_flags(Cluster).validate(f.distributed)
+    if not f.distributed or f.launcher == "slurm":
+        return None
+    if not cluster.explicit:
+        raise ValueError(
+            "--distributed with --launcher=local: give --coordinator_address, --num_processes "
+            "and --process_id (every host runs this sweep; run K coordinates on PORT + 1 + K), "
+            "or use --launcher=slurm with --sbatch=--ntasks=N"
+        )
+    return cluster
+
+
 def submit(runs, launch_kw: dict) -> int:
-    """Write the Slurm array script and submit it where sbatch is found."""
+    """Write the Slurm array script and submit it where sbatch is found; with --distributed
+    each run is ``srun`` of the job's tasks."""
     f = flags.FLAGS
     workdir = shlex.quote(os.path.abspath(f.workdir))
     then = f"python -m experiments.sweep --workdir={workdir} --aggregate_only"
-    path = sweep.write_slurm(runs, f.workdir, directives=f.sbatch, then=then, **launch_kw)
+    kw = dict(directives=f.sbatch, then=then, srun=f.distributed, **launch_kw)
+    path = sweep.write_slurm(runs, f.workdir, **kw)
     print(f"wrote {path} (one array task per run)")
     if launch.submit_slurm(path):
         print(
@@ -70,6 +89,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
+    cluster = sweep_cluster()
+    writer = cluster is None or cluster.process_id == 0  # the sweep's files: process 0's
     if not f.aggregate_only:
         files = [grids.load_grid_file(f.grid)] if f.grid else []
         grid = grids.merge_grids(*files, grids.parse_set(f.set))
@@ -80,12 +101,17 @@ def main(argv):
         base = grids.with_shared_cache(base_flags(), grid, f.workdir)
         runs = grids.plan_runs(grid, seeds, base)
         command = ["python", "-m", "experiments.sweep", *sys.argv[1:]]
-        sweep.prepare(f.workdir, runs, grid, seeds, base, command)
-        print(f"{len(runs)} runs in {f.workdir}/runs")
+        if writer:
+            sweep.prepare(f.workdir, runs, grid, seeds, base, command)
+            print(f"{len(runs)} runs in {f.workdir}/runs")
         launch_kw = dict(command=[f.python, "-m", "experiments.train"], cwd=PROJECT_ROOT)
         if f.launcher == "slurm":
             return submit(runs, launch_kw)
-        sweep.run_local(runs, f.workdir, max_parallel=f.max_parallel, **launch_kw)
+        status = sweep.run_local(
+            runs, f.workdir, max_parallel=f.max_parallel, cluster=cluster, **launch_kw
+        )
+        if not writer:
+            return 1 if "failed" in status.values() else 0
     rows = sweep_results.aggregate(f.workdir)
     return 1 if any(r["status"] == "failed" for r in rows) else 0
 

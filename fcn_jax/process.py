@@ -54,6 +54,16 @@ class Cluster:
             "process_id": self.process_id,
         }
 
+    def of_run(self, k: int) -> Cluster:
+        """The cluster of run ``k`` of a sweep every host runs: its own coordinator port,
+        ``PORT + 1 + k``, so that runs side by side do not share one."""
+        host, port = self.coordinator_address.rsplit(":", 1)
+        return dataclasses.replace(self, coordinator_address=f"{host}:{int(port) + 1 + k}")
+
+    def flags(self) -> tuple[str, ...]:
+        """The command-line flags that give this cluster."""
+        return tuple(f"--{k}={v}" for k, v in dataclasses.asdict(self).items() if v is not None)
+
     def validate(self, distributed: bool) -> Cluster:
         """Raise ValueError with a one-line message for a missing or inconsistent flag."""
         members = self._members()
@@ -233,7 +243,7 @@ def supervise(process_id: int | None, num_processes: int | None) -> int | None:
     ends its process with SIGABRT, from a C++ thread Python cannot catch, when the
     coordination service (process 0's) is gone: the supervisor then says so in one line and
     exits 1. It forwards SIGINT and SIGTERM, and the child dies with it (Linux)."""
-    if os.environ.get(_SUPERVISED):
+    if os.environ.pop(_SUPERVISED, None):  # popped: the processes this one starts are new
         return None
     child = subprocess.Popen(
         [sys.executable, *sys.orig_argv[1:]],

@@ -76,6 +76,20 @@ def test_compare_on_two_processes_has_one_writer(data_dir, tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
 
 
+def test_sweep_on_two_processes_runs_each_run_on_both(data_dir, tmp_path):
+    flags = train_flags(data_dir, tmp_path, model="seed", recalibrate_bn=False)
+    flags += ["--set=learning_rate=0.001", "--max_parallel=1"]
+    first, second = run_pythons(*on_two("experiments.sweep", flags), timeout=300)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr[-3000:]
+    assert "results.csv" in first.stdout and "results.csv" not in second.stdout
+    (run,) = (tmp_path / "runs").iterdir()
+    summary = json.load(open(run / "summary.json"))
+    assert summary["devices"] == 2 and summary["steps"] == TINY["steps"]
+    kinds = [json.loads(line)["kind"] for line in open(run / "metrics.jsonl")]
+    assert kinds.count("test") == 1  # one writer
+    assert (run / "stderr.log").exists() and (run / "stderr.1.log").exists()  # a log each
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [

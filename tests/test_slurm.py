@@ -1,6 +1,7 @@
 """A real Slurm: a single-node cluster on 127.0.0.1 (``scripts/slurm_localhost.sh``) runs a
-sweep's array (``experiments.sweep --launcher=slurm``, then ``--aggregate_only``) and a 2-task
-``srun`` training whose processes find each other through JAX's own Slurm detection.
+sweep's array (``experiments.sweep --launcher=slurm --distributed``: each run ``srun`` of 2
+tasks; then ``--aggregate_only``) and a 2-task ``srun`` training, whose processes find each
+other through JAX's own Slurm detection.
 
 CI installs Slurm (``scripts/slurm_localhost.sh install``) and sets ``FCN_SLURM=required``:
 there a cluster that cannot start fails this test with the reason. Elsewhere, without Slurm
@@ -57,8 +58,10 @@ def test_sweep_array_and_srun_training(cluster, tfds_dir, tmp_path):
     python = [sys.executable, "-m"]
     run = dict(cwd=REPO, env=cluster, capture_output=True, text=True)
     sweep = [*python, "experiments.sweep", f"--workdir={sweep_dir}", *flags(tfds_dir)]
+    # Each run of the array is 2 processes: srun of the job's 2 tasks, each one device.
+    multi = ["--distributed", "--sbatch=--ntasks=2", "--sbatch=--overcommit"]
     submitted = subprocess.run(
-        [*sweep, "--launcher=slurm", "--set=learning_rate=0.001,0.003"], timeout=120, **run
+        [*sweep, "--launcher=slurm", "--set=learning_rate=0.001,0.003", *multi], timeout=120, **run
     )
     assert submitted.returncode == 0, submitted.stderr[-2000:]
     assert "Submitted batch job" in submitted.stdout
@@ -90,3 +93,6 @@ def test_sweep_array_and_srun_training(cluster, tfds_dir, tmp_path):
     rows = list(csv.DictReader(open(sweep_dir / "results.csv")))
     assert sorted(float(r["learning_rate"]) for r in rows) == [0.001, 0.003]
     assert all(r["status"] == "finished" for r in rows), rows
+    for run_dir in (sweep_dir / "runs").iterdir():
+        if run_dir.is_dir():
+            assert json.load(open(run_dir / "summary.json"))["devices"] == 2

@@ -64,10 +64,14 @@ def run_local(
     cwd: str,
     max_parallel: int = 2,
     log=print,
+    process_id: int = 0,
 ) -> dict[str, str]:
     """Run every one of ``runs``, up to ``max_parallel`` at once (one accelerator each when the
     host has accelerators); return name → ``finished`` or ``failed`` (error.txt written; the
-    other runs go on). An interrupt stops every started run, which resumes next time."""
+    other runs go on). An interrupt stops every started run, which resumes next time.
+    ``process_id``: this host's index when every host runs the same sweep, each run a process
+    on every host: the others' logs are ``stdout.I.log``/``stderr.I.log``, and process 0 alone
+    writes error.txt."""
     if max_parallel < 1:
         raise ValueError(f"--max_parallel={max_parallel}: expected a positive number")
     workdir, todo, results = os.path.abspath(workdir), collections.deque(runs), {}
@@ -88,7 +92,8 @@ def run_local(
                 device = devices.pop(0) if devices is not None else None
                 run_env = {**env, **device_env(platform, device)}  # CPU: nothing to add
                 rundir = RunDir.of(workdir, run.name)
-                active[run.name] = (rundir, device, *_start(rundir, run, command, cwd, run_env))
+                started = _start(rundir, run, command, cwd, run_env, process_id)
+                active[run.name] = (rundir, device, *started)
                 where = f" on device {device}" if device is not None else ""
                 log(f"[{total - len(todo)}/{total}] start {run.name}{where}")
             time.sleep(0.2)
@@ -99,7 +104,8 @@ def run_local(
                 _close(files)
                 if devices is not None:
                     devices.append(device)
-                results[name] = _finish(rundir, proc.returncode, time.time() - began, log)
+                seconds = time.time() - began
+                results[name] = _finish(rundir, proc.returncode, seconds, log, process_id)
     except BaseException:
         for _, _, proc, _, files in active.values():
             proc.terminate()  # each run resumes from its last checkpoint next time
@@ -113,12 +119,16 @@ def _python_path(cwd: str, current: str | None) -> str:
     return os.pathsep.join(p for p in (os.path.abspath(cwd), current) if p)
 
 
-def _start(rundir: RunDir, run, command: list[str], cwd: str, env: dict):
+def _log_names(process_id: int) -> tuple[str, str]:
+    suffix = f".{process_id}" if process_id else ""
+    return f"stdout{suffix}.log", f"stderr{suffix}.log"
+
+
+def _start(rundir: RunDir, run, command: list[str], cwd: str, env: dict, process_id: int):
     os.makedirs(rundir.path, exist_ok=True)
-    if os.path.exists(rundir.error_path):
+    if process_id == 0 and os.path.exists(rundir.error_path):
         os.remove(rundir.error_path)  # a retry of a failed run
-    stdout = open(rundir.file("stdout.log"), "w")
-    stderr = open(rundir.file("stderr.log"), "w")
+    stdout, stderr = (open(rundir.file(name), "w") for name in _log_names(process_id))
     argv = [*command, f"--workdir={rundir.path}", *run.flags]
     proc = subprocess.Popen(argv, stdout=stdout, stderr=stderr, env=env, cwd=cwd)
     return proc, time.time(), (stdout, stderr)
@@ -129,11 +139,14 @@ def _close(files) -> None:
         f.close()
 
 
-def _finish(rundir: RunDir, returncode: int, seconds: float, log) -> str:
+def _finish(rundir: RunDir, returncode: int, seconds: float, log, process_id: int) -> str:
     name = os.path.basename(rundir.path)
     if returncode == 0 and rundir.is_finished():
         log(f"done {name} ({seconds:.0f} s)")
         return "finished"
+    if process_id:  # process 0 writes error.txt
+        log(f"FAILED {name} (exit status {returncode}): see {_log_names(process_id)[1]}")
+        return "failed"
     error = rundir.write_error(returncode, seconds)
     log(f"FAILED {name} (exit status {returncode}): {error}")
     return "failed"
@@ -157,7 +170,7 @@ if [ -f "$RUN_DIR/summary.json" ]; then
 fi
 rm -f "$RUN_DIR/error.txt"
 status=0
-"$PYTHON" {args} --workdir="$RUN_DIR" "$@" 2> "$RUN_DIR/stderr.log" || status=$?
+{srun}"$PYTHON" {args} --workdir="$RUN_DIR" "$@" 2> "$RUN_DIR/stderr.log" || status=$?
 if [ "$status" -ne 0 ]; then
   {{ echo "exit status $status"; tail -n {tail} "$RUN_DIR/stderr.log"; }} \\
     > "$RUN_DIR/error.txt"
@@ -175,11 +188,14 @@ def write_slurm(
     directives: list[str] = (),
     job_name: str = "fcn-sweep",
     then: str | None = None,
+    srun: bool = False,
 ) -> str:
     """Write ``DIR/runs.txt`` (one run per line: name, then its flags) and ``DIR/sweep.sbatch``,
     an array job whose task ``i`` runs line ``i + 1`` (skipping a run finished since, by an
     earlier task of this script); return the script's path. ``$PYTHON`` replaces
-    ``command[0]`` at submission; ``then``: what the script's header says to run afterwards."""
+    ``command[0]`` at submission; ``then``: what the script's header says to run afterwards;
+    ``srun``: start each run with ``srun``, one process per task of the job (``--ntasks``), for
+    runs that are several processes (``--distributed``)."""
     workdir = os.path.abspath(workdir)
     os.makedirs(os.path.join(workdir, "runs"), exist_ok=True)
     lines = [shlex.join([run.name, *run.flags]) for run in runs]
@@ -201,6 +217,7 @@ def write_slurm(
         cwd=shlex.quote(os.path.abspath(cwd)),
         args=shlex.join(command[1:]),
         tail=ERROR_TAIL_LINES,
+        srun="srun " if srun else "",
     )
     write_atomic(path, "\n".join(header) + "\n" + task)
     os.chmod(path, 0o755)

@@ -9,6 +9,7 @@ and ``DIR/sweep.sbatch``; :mod:`fcn_jax.runs.sweep_results` aggregates them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from fcn_jax.outputs import read_json, write_json
@@ -53,20 +54,36 @@ def reused(workdir: str, runs: list[Run], log=print) -> set[str]:
 
 
 def run_local(
-    runs: list[Run], workdir: str, *, command: list[str], cwd: str, max_parallel: int = 2, log=print
+    runs: list[Run],
+    workdir: str,
+    *,
+    command: list[str],
+    cwd: str,
+    max_parallel: int = 2,
+    log=print,
+    cluster=None,
 ) -> dict[str, str]:
     """Run every run the reuse rule does not skip, locally; return name → ``finished``,
     ``skipped`` (reused) or ``failed``. A finished run with other results-relevant settings
-    goes back to training (re-evaluated, or refused in its error.txt)."""
+    goes back to training (re-evaluated, or refused in its error.txt). ``cluster``
+    (:class:`fcn_jax.process.Cluster`): every host runs this sweep, and run ``k`` is one
+    process on each, coordinated by process 0's host on port ``PORT + 1 + k``."""
     skip = reused(workdir, runs, log)
     todo = [r for r in runs if r.name not in skip]
     before = {r.name: RunDir.of(workdir, r.name).summary() for r in todo}
+    process_id = cluster.process_id if cluster else 0
+    if cluster:  # the port is the run's place in the whole plan: the same on every host
+        k = {r.name: i for i, r in enumerate(runs)}
+        todo = [
+            dataclasses.replace(r, flags=r.flags + cluster.of_run(k[r.name]).flags()) for r in todo
+        ]
     status = launch.run_local(
-        todo, workdir, command=command, cwd=cwd, max_parallel=max_parallel, log=log
-    )
+        todo, workdir, command=command, cwd=cwd, max_parallel=max_parallel, log=log,
+        process_id=process_id,
+    )  # fmt: skip
     for name, old in before.items():
         rundir = RunDir.of(workdir, name)
-        if old is not None and status[name] == "finished":
+        if process_id == 0 and old is not None and status[name] == "finished":
             rundir.keep_training_measurements(old, rundir.summary())
     return {r.name: "skipped" if r.name in skip else status[r.name] for r in runs}
 
