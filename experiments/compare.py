@@ -92,4 +92,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(run_cleanly(main, ERRORS))
+    app.run(run_cleanly(main, ERRORS, supervised=True))

@@ -58,18 +58,21 @@ def config_from_flags(config_cls):
     return config_cls(**{f.name: flags.FLAGS[f.name].value for f in dataclasses.fields(config_cls)})
 
 
-def run_cleanly(main: Callable, errors: tuple[type[BaseException], ...]) -> Callable:
+def run_cleanly(
+    main: Callable, errors: tuple[type[BaseException], ...], supervised: bool = False
+) -> Callable:
     """Wrap an absl main so expected errors exit 1 with one line instead of a stack trace
     (naming the process in a multi-host run). A multi-host run that lost a process exits 1
     with one line naming it, at once: JAX's own shutdown would wait for the lost process. With
-    ``--distributed`` the command runs as the child of a supervisor
-    (:func:`fcn_jax.process.supervise`), which reports a lost coordinator the same way."""
+    ``--distributed`` a command that starts JAX's distributed runtime (``supervised``) runs as
+    the child of a supervisor (:func:`fcn_jax.process.supervise`), which reports a lost
+    coordinator the same way."""
 
     def wrapped(argv):
         from fcn_jax.process import label, lost_process_error, supervise, timeout_s
 
         f = flags.FLAGS
-        if "distributed" in f and f.distributed:  # before any JAX call: see supervise
+        if supervised and f.distributed:  # before any JAX call: see supervise
             ids = (f[k].value if k in f else None for k in ("process_id", "num_processes"))
             status = supervise(*ids)
             if status is not None:
@@ -82,6 +85,8 @@ def run_cleanly(main: Callable, errors: tuple[type[BaseException], ...]) -> Call
             if lost is not None:  # exit at once: JAX's shutdown would wait for the lost one
                 print(f"error: {label()}{lost}", file=sys.stderr, flush=True)
                 sys.stdout.flush()
+                # JAX's threads may still log the loss: the line above stays the last one.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
                 os._exit(1)
             if not isinstance(e, errors):
                 raise

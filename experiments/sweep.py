@@ -117,4 +117,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(run_cleanly(main, ERRORS))
+    app.run(run_cleanly(main, ERRORS))  # not supervised: its runs are (they start JAX's runtime)
