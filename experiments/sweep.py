@@ -6,13 +6,18 @@
     python -m experiments.sweep --workdir=runs/sweep --grid=grid.py --launcher=slurm \
         --sbatch=--gres=gpu:1 --sbatch=--time=02:00:00
     python -m experiments.sweep --workdir=runs/sweep --aggregate_only
+    python -m experiments.sweep --workdir=runs/lr2 --set=learning_rate=1e-3,3e-3 --distributed \
+        --launcher=slurm --sbatch=--ntasks=2      # every run: srun of 2 processes
 
 A grid file is JSON ({"model": ["seed", "allcnn"], "train_size": ["fixed:28", "mixed:16-56:20"]})
 or Python defining GRID = {...}. Every other experiments.train flag is a base flag given to all
 runs. Runs live in WORKDIR/runs/<name>/; a finished one is reused when it was run with the
 same results-relevant flags (bookkeeping such as --log_every may differ), else re-evaluated
 or refused by training (by this command, for Slurm); a failed one leaves error.txt and makes
-the exit status 1. Results: WORKDIR/results.csv and results.png.
+the exit status 1. Results: WORKDIR/results.csv and results.png. With --distributed every run
+is several processes: srun over each array task's job (--launcher=slurm), or, locally, the
+same sweep command on every host with the explicit cluster flags (run K coordinates on
+PORT + 1 + K; process 0 writes the sweep's files).
 """
 
 from __future__ import annotations
