@@ -81,6 +81,14 @@ start() {
 
 stop() {
   local dir=${1:?usage: stop DIR}
+  # Jobs still running (a test that failed half-way) end first: no training outlives the cluster.
+  if SLURM_CONF="$dir/slurm.conf" squeue -h -o %i 2>/dev/null | grep -q .; then
+    SLURM_CONF="$dir/slurm.conf" scancel --user="$(id -un)" 2>/dev/null || true
+    for _ in $(seq 50); do
+      SLURM_CONF="$dir/slurm.conf" squeue -h -o %i 2>/dev/null | grep -q . || break
+      sleep 0.2
+    done
+  fi
   for name in slurmd slurmctld; do
     [ -f "$dir/$name.pid" ] && kill "$(cat "$dir/$name.pid")" 2>/dev/null || true
   done
