@@ -10,15 +10,12 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The exactness tests promise padded = alone in float32: full-precision convolutions and
 # matmuls wherever they run (the default on CPU; GPUs otherwise use TF32).
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
-# One persistent compilation cache for the session's workers and the processes they start
-# (inherited): many tests compile the same tiny programs in new processes. Runs given their own
+# One persistent compilation cache for the session: set by the first process that reads this
+# file (pytest-xdist's controller), inherited by its workers and the processes they start; many
+# tests compile the same tiny programs in new processes. Runs given their own
 # --compilation_cache_dir (a comparison's, a sweep's) use theirs.
 os.environ.setdefault(
-    "JAX_COMPILATION_CACHE_DIR",
-    os.path.join(
-        tempfile.gettempdir(),
-        f"fcn-jax-tests-{os.environ.get('PYTEST_XDIST_TESTRUNUID', os.getpid())}",
-    ),
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"fcn-jax-tests-{os.getpid()}")
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
