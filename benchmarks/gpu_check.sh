@@ -37,6 +37,11 @@ e2e 60 --batch_size=1024 --steps=400 --policies=native --pipelines=device \
 e2e 70 --batch_size=256 --steps=400 --policies=native --pipelines=device,grain \
   --dataset=procedural_digits --out="$OUT/e2e_native_256.json" | tail -2 >>"$OUT/e2e_native.txt"
 
+log "3c. fixed:28's loop split: the step that assembles its batch alone, and the host's time"
+timeout 60 "$PY" -m benchmarks.host_overhead --batch_size=1024 --width=1 --steps=300 \
+  --policies=fixed,mixed_example --pipelines=device --dataset=procedural_digits/fixed28 2>&1 \
+  | grep --line-buffered "µs/step" | tail -2 >"$OUT/host_overhead_1024.txt"
+
 log "4. the strided-conv input gradient: custom and autodiff (fixed 28, batch 1024, TF32)"
 for g in custom autodiff; do
   e2e 35 --batch_size=1024 --steps=300 --policies=fixed --pipelines=device --conv_grad=$g \

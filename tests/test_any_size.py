@@ -16,7 +16,7 @@ import fcn_jax
 from fcn_jax.config import TrainConfig
 from fcn_jax.data import parse_size_policy, resize, resolve_buckets
 from fcn_jax.data.augment import Augmentation, parse_augmentation
-from fcn_jax.data.policies import ExampleSizes
+from fcn_jax.data.policies import ExampleSizes, fitting_buckets
 from fcn_jax.recipes import RECIPES
 from fcn_jax.run import train_and_evaluate
 
@@ -58,6 +58,23 @@ def test_example_sizes_follow_the_policy_within_k_buckets(k):
         assert counts.min() > 0 and abs(sizes[:, axis].mean() - 39) < 0.8  # ~3 std
     assert sampler.draw(3, 5, 4)[0] == draws[5][0]  # a pure function of (seed, step)
     assert np.array_equal(sampler.draw(3, 5, 4)[1], draws[5][1])
+
+
+def test_example_sizes_draw_as_generator_choice():
+    """The sampler inverts its cumulative distributions itself; the sizes are still the ones
+    ``Generator.choice(p=...)`` draws (what earlier versions drew: runs reproduce)."""
+    policy = parse_size_policy("mixed_example:16-56:log:aspect=2", 2)
+    sizes, prob = policy.size_distribution()
+    buckets = resolve_buckets("auto:5", policy, None)
+    sampler = ExampleSizes(policy, buckets)
+    assign = fitting_buckets(sizes, [tuple(b) for b in buckets], "sizes")
+    mass = np.array([prob[assign == k].sum() for k in range(len(buckets))])
+    for step in range(200):
+        rng = np.random.default_rng([7, 3, step])
+        k = int(rng.choice(len(buckets), p=mass / mass.sum()))
+        pick = rng.choice((assign == k).sum(), size=6, p=prob[assign == k] / mass[k])
+        bucket, drawn = sampler.draw(7, step, 6)
+        assert bucket == buckets[k] and np.array_equal(drawn, sizes[assign == k][pick])
 
 
 def test_loader_batches_are_exactly_masked(small):

@@ -4,16 +4,24 @@ A GPU runs a small model's compiled step in tens of microseconds, so what the ho
 between steps (the loader, the plan's bookkeeping, dispatch, metrics, the log) is what a GPU
 waits for. A CPU sees it with a tiny step (width 0.125, batch 8): the training loop, as part 6
 times it, against the same compiled step alone on the same batches held on the device; per
-step, the difference is the host's time that the step did not hide. The loader alone is timed
-per batch (part 6's ``loader_alone``).
+step, the difference is the host's time that the step did not hide. On the device pipeline the
+loop's step assembles its batch (gather, resize, mask: device work), so its step alone is that
+step on each step's rows put on the device beforehand; ``assembly_us`` is what the assembly adds
+to the plain step (part 6's step alone). The loader alone is timed per batch (part 6's
+``loader_alone``).
 """
 
 from __future__ import annotations
 
 import sys
+import time
 
-from benchmarks.common import Row
+import jax
+
+from benchmarks.common import Row, StepRunner
 from benchmarks.parts import Settings, end_to_end
+from fcn_jax.setup import build, open_dataset
+from fcn_jax.steps import batch_key
 
 PART = "7 host overhead"
 TINY_STEP = dict(width=0.125, batch_size=8)
@@ -26,6 +34,7 @@ def run(policies, pipelines, **overrides) -> list[dict]:
     ``host_us`` (their difference) and ``loader_us`` (per batch)."""
     fields = {**TINY_STEP, **overrides}
     rows = end_to_end.run(policies, pipelines, **fields)
+    dataset = open_dataset(end_to_end.config_for(policies[0], "device", **fields).resolved())
     for r in rows:
         per = 1e6 * fields["batch_size"]  # µs per step from examples/s
         r.update(
@@ -33,16 +42,40 @@ def run(policies, pipelines, **overrides) -> list[dict]:
             loop_us=per / r["end_to_end"],
             step_us=per / r["step_alone"],
             loader_us=per / r["loader_alone"],
+            assembly_us=0.0,
         )
+        if r["pipeline"] == "device":
+            config = end_to_end.config_for(r["policy"], "device", **fields)
+            fused_us = per / assembling_step_alone(config, dataset)
+            r.update(assembly_us=fused_us - r["step_us"], step_us=fused_us)
         r["host_us"] = r["loop_us"] - r["step_us"]
         print(format_row(r), file=sys.stderr, flush=True)
     return rows
 
 
+def assembling_step_alone(config, dataset) -> float:
+    """Examples/s of the step the device pipeline's loop runs, which assembles its batch from
+    the data held on the device, alone: the run's step inputs made beforehand (each step's rows
+    on the device), every shape compiled and run once before the clock starts."""
+    setup = build(config, dataset)
+    inputs = [setup.loader.held_input(step) for step in range(setup.total_steps)]
+    runner = StepRunner(setup)
+    for batch in {batch_key(b): b for b in inputs}.values():
+        runner.step(batch)
+    jax.block_until_ready(runner.state)
+    start = time.perf_counter()
+    for batch in inputs:
+        runner.step(batch)
+    jax.block_until_ready(runner.state)
+    examples = sum(b.args[-2].shape[1] for b in inputs)  # rows: (1, B, 1 + 3D)
+    return examples / (time.perf_counter() - start)
+
+
 def format_row(r: dict) -> str:
     return (
         f"{r['train_size']:<24} {r['pipeline']:<7} loop {r['loop_us']:>8,.0f} µs/step   "
-        f"step alone {r['step_us']:>8,.0f} µs/step   host {r['host_us']:>7,.0f} µs/step   "
+        f"step alone {r['step_us']:>8,.0f} µs/step (assembly {r['assembly_us']:,.0f})   "
+        f"host {r['host_us']:>7,.0f} µs/step   "
         f"loader alone {r['loader_us']:>8,.0f} µs/batch"
     )
 
@@ -58,7 +91,8 @@ def rows(s: Settings) -> list[Row]:
     for r in measured:
         what = f"{r['policy']}, {r['pipeline']} pipeline, tiny step"
         note = (
-            f"loop {r['loop_us']:,.0f} µs/step, step alone {r['step_us']:,.0f}, loader alone "
+            f"loop {r['loop_us']:,.0f} µs/step, step alone {r['step_us']:,.0f} (its batch "
+            f"assembly {r['assembly_us']:,.0f}), loader alone "
             f"{r['loader_us']:,.0f} µs/batch; {r['train_size']} on {r['dataset']}, batch "
             f"{r['batch_size']}"
         )

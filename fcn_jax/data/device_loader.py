@@ -375,14 +375,22 @@ class DeviceLoader(BatchPlan):
         canvas = tuple(plan[1])
         self._count(plan)
         self._next += 1
-        held = (self._slabs[self._slab(canvas)], *self._held)
         if self._variable_epochs:  # batch sizes vary: this step's rows go up alone
-            rows = sharding.replicate(self.rows(step)[1][None], self._mesh)
-            return OnDevice(self._build(canvas), (*held, rows, self._zero))
+            return self.held_input(step)
         if self._on_device != (epoch, j):  # the first step, a resume or a new epoch
             self._upload(epoch, j, step - j)
         self._on_device = (epoch, j + 1)
+        held = (self._slabs[self._slab(canvas)], *self._held)
         return OnDevice(self._build(canvas), (*held, self._epoch_rows, self._j), self._keep)
+
+    def held_input(self, step: int) -> OnDevice:
+        """Step ``step``'s input with its rows put on the devices alone (``(1, B, 1 + 3D)``,
+        position 0): the same batch as :meth:`step_input` gives, from any step, without moving
+        the loader (used when batch sizes vary, and to time the step by itself)."""
+        canvas, rows = self.rows(step)
+        held = (self._slabs[self._slab(canvas)], *self._held)
+        rows = sharding.replicate(rows[None], self._mesh)
+        return OnDevice(self._build(canvas), (*held, rows, self._zero))
 
     def abstract_input(self, canvas: tuple[int, ...], batch_size: int) -> OnDevice:
         """What :meth:`step_input` gives for a batch of ``batch_size`` examples of ``canvas``,

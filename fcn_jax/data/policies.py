@@ -385,12 +385,19 @@ class ExampleSizes:
         assign = fitting_buckets(sizes, self.buckets, "sizes of the policy")
         self._members = [sizes[assign == k] for k in range(len(self.buckets))]
         mass = np.array([prob[assign == k].sum() for k in range(len(self.buckets))])
-        self._bucket_prob = mass / mass.sum()
-        self._prob = [prob[assign == k] / max(m, 1e-300) for k, m in enumerate(mass)]
+        # Cumulative distributions, normalized as Generator.choice(p=...) does, so that drawing
+        # from them is that function's draw (the same sizes) without its checks of p each step.
+        self._bucket_cdf = _cdf(mass)
+        self._cdf = [_cdf(prob[assign == k]) if m > 0 else None for k, m in enumerate(mass)]
 
     def draw(self, seed: int, step: int, n: int) -> tuple[Size, np.ndarray]:
         """Step ``step``'s bucket and ``(n, D)`` example sizes: a pure function of (seed, step)."""
         rng = np.random.default_rng([seed, 3, step])
-        k = int(rng.choice(len(self.buckets), p=self._bucket_prob))
-        pick = rng.choice(len(self._members[k]), size=n, p=self._prob[k])
+        k = int(self._bucket_cdf.searchsorted(rng.random(), side="right"))
+        pick = self._cdf[k].searchsorted(rng.random(n), side="right")
         return self.buckets[k], self._members[k][pick]
+
+
+def _cdf(weights: np.ndarray) -> np.ndarray:
+    cdf = np.cumsum(weights / weights.sum())
+    return cdf / cdf[-1]
