@@ -57,8 +57,8 @@ def test_layers_recipe_over_caller_defaults_over_defaults():
     assert plain.learning_rate == DEFAULTS["learning_rate"]
     digits = TrainConfig(recipe="digits").resolved(caller)
     assert (digits.model, digits.width, digits.optimizer) == ("vgg", 0.5, "adamw")
-    # The recipe's length (10 epochs) is one setting with the caller's steps: the recipe's wins.
-    assert (digits.steps, digits.epochs) == (None, 10)
+    # The recipe's length (14 epochs) is one setting with the caller's steps: the recipe's wins.
+    assert (digits.steps, digits.epochs) == (None, 14)
     mine = TrainConfig(recipe="digits", width=0.25, steps=3).resolved(caller)
     assert (mine.width, mine.steps, mine.epochs) == (0.25, 3, None)
 
