@@ -3,7 +3,8 @@
 pipeline (what is measured: ``benchmarks/parts/host_overhead.py``).
 
     python -m benchmarks.host_overhead [--dataset=procedural_digits] [--steps=2500]
-        [--policies=fixed,mixed_example,native] [--pipelines=device,grain] [--out=FILE.json]
+        [--policies=fixed,mixed_example,native] [--pipelines=device,grain] [--rounds=3]
+        [--out=FILE.json]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ flags.DEFINE_integer("batch_size", TINY_STEP["batch_size"], "global batch size")
 flags.DEFINE_float("width", TINY_STEP["width"], "model width")
 flags.DEFINE_list("policies", ["fixed", "mixed_example", "native"], f"some of {list(POLICIES)}")
 flags.DEFINE_list("pipelines", ["device", "grain"], "input pipelines: device, grain")
+flags.DEFINE_integer("rounds", 3, "interleaved rounds of the loop and the steps alone (medians)")
 flags.DEFINE_string("out", None, "also write the rows to this JSON file")
 
 
@@ -31,8 +33,11 @@ def main(argv) -> None:
     if unknown := set(f.policies) - set(POLICIES):
         raise app.UsageError(f"--policies: unknown {sorted(unknown)}; expected {list(POLICIES)}")
     fields = {k: f[k].value for k in ("dataset", "data_dir", "steps", "batch_size", "width")}
-    rows = run(f.policies, f.pipelines, **fields)
-    print(f"{jax.devices()[0].device_kind}, {f.dataset}, batch {f.batch_size}, {f.steps} steps")
+    rows = run(f.policies, f.pipelines, rounds=f.rounds, **fields)
+    print(
+        f"{jax.devices()[0].device_kind}, {f.dataset}, batch {f.batch_size}, {f.steps} steps, "
+        f"medians of {f.rounds} rounds"
+    )
     for r in rows:
         print(format_row(r))
     if f.out:

@@ -211,7 +211,8 @@ def _add(sums: dict, metrics: dict) -> dict:
 
 class _Timer:
     """The loop's training seconds: its wall time (checkpoints included) less the train
-    compiles made in it (not --precompile's, made before) and the periodic evaluations."""
+    compiles made in it (not --precompile's, made before), each executable's first run (its
+    one-time setup) and the periodic evaluations."""
 
     def __init__(self, train_step: CompiledStep, loader):
         self._step, self._loader = train_step, loader
@@ -220,7 +221,8 @@ class _Timer:
         self.apart_seconds = {"eval": 0.0, "checkpoint": 0.0}
 
     def _compiled(self) -> float:
-        return self._step.compile_seconds + self._loader.compile_seconds
+        step = self._step
+        return step.compile_seconds + step.first_run_seconds + self._loader.compile_seconds
 
     @contextlib.contextmanager
     def apart(self, what: str):

@@ -63,6 +63,15 @@ def loader_alone(config: TrainConfig, dataset) -> float:
     return examples / (time.perf_counter() - start - (loader.compile_seconds - compiling))
 
 
+def loop_rate(config: TrainConfig, dataset) -> tuple[float, dict]:
+    """Examples/s of a whole run's training loop without its checkpoint saves (synchronous;
+    reported apart), and the run's summary."""
+    with tempfile.TemporaryDirectory() as workdir:
+        summary = train_and_evaluate(config, workdir, dataset)
+    seconds = summary["train_examples"] / summary["train_examples_per_sec"]
+    return summary["train_examples"] / (seconds - summary["checkpoint_seconds"]), summary
+
+
 def run(policies, pipelines, **overrides) -> list[dict]:
     """One row per policy and pipeline; the step alone is measured once per policy, the
     dataset opened once. ``overrides``: TrainConfig fields (``steps`` required)."""
@@ -71,11 +80,7 @@ def run(policies, pipelines, **overrides) -> list[dict]:
         alone = step_alone(config_for(label, "device", **overrides), dataset)
         for pipeline in pipelines:
             config = config_for(label, pipeline, **overrides)
-            with tempfile.TemporaryDirectory() as workdir:
-                summary = train_and_evaluate(config, workdir, dataset)
-            # The loop without its checkpoint saves (synchronous; reported apart).
-            seconds = summary["train_examples"] / summary["train_examples_per_sec"]
-            rate = summary["train_examples"] / (seconds - summary["checkpoint_seconds"])
+            rate, summary = loop_rate(config, dataset)
             loader = loader_alone(config, dataset)
             rows.append(
                 {

@@ -6,19 +6,21 @@ waits for. A CPU sees it with a tiny step (width 0.125, batch 8): the training l
 times it, against the same compiled step alone on the same batches held on the device; per
 step, the difference is the host's time that the step did not hide. On the device pipeline the
 loop's step assembles its batch (gather, resize, mask: device work), so its step alone is that
-step on each step's rows put on the device beforehand; ``assembly_us`` is what the assembly adds
-to the plain step (part 6's step alone). The loader alone is timed per batch (part 6's
-``loader_alone``).
+step on each step's rows put on the device beforehand (``plain_us``: the step on batches made
+beforehand, part 6's step alone). The loop and the steps alone alternate over rounds and each
+is the median of its rounds: on a shared machine one measurement varies by ±30%. The loader
+alone is timed per batch (part 6's ``loader_alone``).
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 
 import jax
 
-from benchmarks.common import Row, StepRunner
+from benchmarks.common import Row, StepRunner, time_interleaved
 from benchmarks.parts import Settings, end_to_end
 from fcn_jax.setup import build, open_dataset
 from fcn_jax.steps import batch_key
@@ -28,28 +30,41 @@ TINY_STEP = dict(width=0.125, batch_size=8)
 PIPELINES = ("device", "grain")
 
 
-def run(policies, pipelines, **overrides) -> list[dict]:
-    """Part 6's rows for a tiny step (``overrides``: TrainConfig fields, ``steps`` required;
-    they may replace the tiny step's), with times per step in µs: ``loop_us``, ``step_us``,
-    ``host_us`` (their difference) and ``loader_us`` (per batch)."""
+def run(policies, pipelines, rounds: int = 1, **overrides) -> list[dict]:
+    """One row per policy and pipeline for a tiny step (``overrides``: TrainConfig fields,
+    ``steps`` required; they may replace the tiny step's): the loop, the step alone (on the
+    device pipeline the step that assembles its batch; ``plain_us``: the step on batches made
+    beforehand) and the loader alone, in µs a step, medians of ``rounds`` interleaved rounds
+    (one machine's noise hits them alike); ``host_us`` is the loop's less the step's."""
     fields = {**TINY_STEP, **overrides}
-    rows = end_to_end.run(policies, pipelines, **fields)
     dataset = open_dataset(end_to_end.config_for(policies[0], "device", **fields).resolved())
-    for r in rows:
-        per = 1e6 * fields["batch_size"]  # µs per step from examples/s
-        r.update(
-            batch_size=fields["batch_size"],
-            loop_us=per / r["end_to_end"],
-            step_us=per / r["step_alone"],
-            loader_us=per / r["loader_alone"],
-            assembly_us=0.0,
-        )
-        if r["pipeline"] == "device":
-            config = end_to_end.config_for(r["policy"], "device", **fields)
-            fused_us = per / assembling_step_alone(config, dataset)
-            r.update(assembly_us=fused_us - r["step_us"], step_us=fused_us)
-        r["host_us"] = r["loop_us"] - r["step_us"]
-        print(format_row(r), file=sys.stderr, flush=True)
+    per = 1e6 * fields["batch_size"]  # µs per step from examples/s
+    rows = []
+    for label in policies:
+        for pipeline in pipelines:
+            config = end_to_end.config_for(label, pipeline, **fields)
+            runs = {
+                "loop": lambda c=config: end_to_end.loop_rate(c, dataset)[0],
+                "plain": lambda c=config: end_to_end.step_alone(c, dataset),
+            }
+            if pipeline == "device":
+                runs["step"] = lambda c=config: assembling_step_alone(c, dataset)
+            us = {k: per / statistics.median(v) for k, v in time_interleaved(runs, rounds).items()}
+            step_us = us.get("step", us["plain"])
+            r = {
+                "policy": label,
+                "train_size": end_to_end.POLICIES[label],
+                "pipeline": pipeline,
+                "batch_size": fields["batch_size"],
+                "rounds": rounds,
+                "loop_us": us["loop"],
+                "step_us": step_us,
+                "plain_us": us["plain"],
+                "host_us": us["loop"] - step_us,
+                "loader_us": per / end_to_end.loader_alone(config, dataset),
+            }
+            rows.append(r)
+            print(format_row(r), file=sys.stderr, flush=True)
     return rows
 
 
@@ -74,7 +89,7 @@ def assembling_step_alone(config, dataset) -> float:
 def format_row(r: dict) -> str:
     return (
         f"{r['train_size']:<24} {r['pipeline']:<7} loop {r['loop_us']:>8,.0f} µs/step   "
-        f"step alone {r['step_us']:>8,.0f} µs/step (assembly {r['assembly_us']:,.0f})   "
+        f"step alone {r['step_us']:>8,.0f} µs/step (plain {r['plain_us']:,.0f})   "
         f"host {r['host_us']:>7,.0f} µs/step   "
         f"loader alone {r['loader_us']:>8,.0f} µs/batch"
     )
@@ -84,15 +99,14 @@ def rows(s: Settings) -> list[Row]:
     measured = []
     for policy, data in s.host_policies:  # each policy on its own data (a Settings field)
         fields = dict(dataset=getattr(s, data), data_dir=s.data_dir, steps=s.host_steps)
-        measured += [
-            {**r, "dataset": fields["dataset"]} for r in run([policy], PIPELINES, **fields)
-        ]
+        rows = run([policy], PIPELINES, rounds=s.rounds, **fields)
+        measured += [{**r, "dataset": fields["dataset"]} for r in rows]
     out = []
     for r in measured:
         what = f"{r['policy']}, {r['pipeline']} pipeline, tiny step"
         note = (
-            f"loop {r['loop_us']:,.0f} µs/step, step alone {r['step_us']:,.0f} (its batch "
-            f"assembly {r['assembly_us']:,.0f}), loader alone "
+            f"loop {r['loop_us']:,.0f} µs/step, step alone {r['step_us']:,.0f} (plain step "
+            f"{r['plain_us']:,.0f}), loader alone "
             f"{r['loader_us']:,.0f} µs/batch; {r['train_size']} on {r['dataset']}, batch "
             f"{r['batch_size']}"
         )
