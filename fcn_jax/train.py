@@ -94,7 +94,7 @@ class Trained:
     final_loss: float | None
     seen: dict[str, int]  # examples, pixels, padded_pixels over the whole run
     examples: int  # trained by this loop (after a resume: since it)
-    train_seconds: float  # the loop, without compiles
+    train_seconds: float  # the loop, without compiles and first runs (_Timer)
     checkpoint_seconds: float
 
 
