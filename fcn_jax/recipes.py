@@ -5,8 +5,8 @@ run's ``config.json`` records the resolved values (see ``TrainConfig.resolved``)
 
 ``digits``: 2-D, MNIST-like grayscale digits, one set of weights for every size 16-64, tuned on
 real handwritten digits (``real_digits.npz``: MNIST's training images, 50 000 train and 10 000
-validation; 3 seeds in docs/results.md: 0.994 at 28x28, 0.990 at 28x16,
-0.987 at 16x28, 0.990-0.995 from 20x20 to 64x64; about 10 minutes on 2 CPU cores)::
+validation; 3 seeds in docs/results.md: 0.995 at 28x28, 0.991 at 28x16,
+0.989 at 16x28, 0.992-0.995 from 20x20 to 64x64; 14 epochs, about 10 minutes on 2 CPU cores)::
 
     python -m experiments.train --workdir=runs/digits --recipe=digits \
         --dataset=npz:$HOME/.cache/fcn-data/real_digits.npz \
