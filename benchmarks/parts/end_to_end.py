@@ -4,10 +4,10 @@ train step alone and the loader alone, per size policy and input pipeline.
 End to end is ``train_and_evaluate`` for ``steps`` steps: examples over the loop's wall time
 with loading and logging (compiles, each executable's first run and the synchronous checkpoint
 save excluded; the save is reported as ``with_checkpoint`` and ``checkpoint_seconds``), and the
-test accuracy at 28x28. Step alone is
-the same config's compiled step on the same batches, all held on the device beforehand. Loader
-alone is its loader's batches, as many, timed until the last is ready (the device loader's
-assembly compiles excluded): whichever of the two is slower sets the pace end to end.
+test accuracy at 28x28. Step alone is the same config's compiled step on the same batches, all
+held on the device beforehand. Loader alone is its loader's batches, as many, timed until the
+last is ready (the device loader's assembly compiles excluded): whichever of the two is slower
+sets the pace end to end.
 """
 
 from __future__ import annotations

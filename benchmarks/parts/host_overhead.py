@@ -34,33 +34,36 @@ def run(policies, pipelines, rounds: int = 1, **overrides) -> list[dict]:
     """One row per policy and pipeline for a tiny step (``overrides``: TrainConfig fields,
     ``steps`` required; they may replace the tiny step's): the loop, the step alone (on the
     device pipeline the step that assembles its batch; ``plain_us``: the step on batches made
-    beforehand) and the loader alone, in µs a step, medians of ``rounds`` interleaved rounds
-    (one machine's noise hits them alike); ``host_us`` is the loop's less the step's."""
+    beforehand, measured once per policy) and the loader alone, in µs a step, medians of
+    ``rounds`` interleaved rounds (one machine's noise hits them alike); ``host_us`` is the
+    loop's less the step's."""
     fields = {**TINY_STEP, **overrides}
     dataset = open_dataset(end_to_end.config_for(policies[0], "device", **fields).resolved())
     per = 1e6 * fields["batch_size"]  # µs per step from examples/s
     rows = []
     for label in policies:
-        for pipeline in pipelines:
-            config = end_to_end.config_for(label, pipeline, **fields)
-            runs = {
-                "loop": lambda c=config: end_to_end.loop_rate(c, dataset)[0],
-                "plain": lambda c=config: end_to_end.step_alone(c, dataset),
-            }
-            if pipeline == "device":
-                runs["step"] = lambda c=config: assembling_step_alone(c, dataset)
-            us = {k: per / statistics.median(v) for k, v in time_interleaved(runs, rounds).items()}
-            step_us = us.get("step", us["plain"])
+        configs = {p: end_to_end.config_for(label, p, **fields) for p in pipelines}
+        plain = end_to_end.config_for(label, "device", **fields)  # the same step on both
+        runs = {
+            ("loop", p): lambda c=c: end_to_end.loop_rate(c, dataset)[0] for p, c in configs.items()
+        }
+        runs["plain"] = lambda c=plain: end_to_end.step_alone(c, dataset)
+        if "device" in configs:
+            runs["step"] = lambda c=configs["device"]: assembling_step_alone(c, dataset)
+        us = {k: per / statistics.median(v) for k, v in time_interleaved(runs, rounds).items()}
+        for pipeline, config in configs.items():
+            step_us = us["step"] if pipeline == "device" else us["plain"]
+            loop_us = us["loop", pipeline]
             r = {
                 "policy": label,
                 "train_size": end_to_end.POLICIES[label],
                 "pipeline": pipeline,
                 "batch_size": fields["batch_size"],
                 "rounds": rounds,
-                "loop_us": us["loop"],
+                "loop_us": loop_us,
                 "step_us": step_us,
                 "plain_us": us["plain"],
-                "host_us": us["loop"] - step_us,
+                "host_us": loop_us - step_us,
                 "loader_us": per / end_to_end.loader_alone(config, dataset),
             }
             rows.append(r)
