@@ -127,7 +127,8 @@ def test_device_loader_copies_nothing_within_an_epoch(monkeypatch):
         # Within an epoch no implicit host-to-device transfer either.
         with contextlib.nullcontext() if new_epoch else jax.transfer_guard("disallow"):
             jax.block_until_ready(next(loader))
-        assert len(copies) - before == (2 if new_epoch else 0), step  # the rows, the position
+        # the epoch's rows, the position and its rows
+        assert len(copies) - before == (3 if new_epoch else 0), step
 
 
 @settings(max_examples=8, deadline=None)

@@ -85,7 +85,7 @@ def assembling_step_alone(config, dataset) -> float:
     for batch in inputs:
         runner.step(batch)
     jax.block_until_ready(runner.state)
-    examples = sum(b.args[-2].shape[1] for b in inputs)  # rows: (1, B, 1 + 3D)
+    examples = sum(b.args[-1].shape[0] for b in inputs)  # rows: (B, 1 + 3D)
     return examples / (time.perf_counter() - start)
 
 
