@@ -7,8 +7,9 @@ would take most of the memory) one slab per bucket padded to its largest member
 (:func:`device_layout`). Each step the host looks up the same plan as
 :class:`~fcn_jax.data.loader.TrainLoader` (:mod:`fcn_jax.data.plan`): per example ``1 + 3D``
 integers, its index, size, content extent and content start (zoom and shift of the
-augmentation). They go to the devices once per epoch (per step where batch sizes vary), and a
-position kept on the device picks each step's. The training loop's step assembles its batch
+augmentation). They go to the devices once per epoch (per step where batch sizes vary); each
+step takes its rows from the step before, which slices the next ones by a position kept on
+the device. The training loop's step assembles its batch
 itself (:meth:`DeviceLoader.step_input`; one computation per step and bucket, not two;
 ``next(loader)`` runs the assembly alone): it gathers the examples, then takes the bucket's
 static slice (nothing resized) or resizes each with ``jax.image.scale_and_translate``
