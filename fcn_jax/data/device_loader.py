@@ -8,13 +8,13 @@ would take most of the memory) one slab per bucket padded to its largest member
 :class:`~fcn_jax.data.loader.TrainLoader` (:mod:`fcn_jax.data.plan`): per example ``1 + 3D``
 integers, its index, size, content extent and content start (zoom and shift of the
 augmentation). They go to the devices once per epoch (per step where batch sizes vary); each
-step takes its rows from the step before, which slices the next ones by a position kept on
-the device. The training loop's step assembles its batch
-itself (:meth:`DeviceLoader.step_input`; one computation per step and bucket, not two;
-``next(loader)`` runs the assembly alone): it gathers the examples, then takes the bucket's
-static slice (nothing resized) or resizes each with ``jax.image.scale_and_translate``
-(bilinear, antialiased when shrinking, as PIL) from its own size to its extent and offset on
-the bucket-sized canvas, and zeroes what lies outside its size.
+step takes its rows from the step before, which slices them by a position kept on the device.
+The training loop's step assembles its batch itself (:meth:`DeviceLoader.step_input`; one
+computation per step and bucket, not two; ``next(loader)`` runs the assembly alone): it
+gathers the examples, then takes the bucket's static slice (nothing resized) or resizes each
+with ``jax.image.scale_and_translate`` (bilinear, antialiased when shrinking, as PIL) from its
+own size to its extent and offset on the bucket-sized canvas, and zeroes what lies outside its
+size.
 
 Against the host loader, for the same seed: the same indices, labels, sizes and shapes; pixels
 equal where no resizing happens and within 1e-5 where it does (two implementations of the same
@@ -249,6 +249,7 @@ def assemble_next(
     host (a small one can make the host wait for the device on GPUs). The next rows are an
     output, made once: sliced from ``epoch_rows`` where they are used, the slice was fused
     into every per-pixel loop that reads a size (100 µs a step on a CPU for a tiny model)."""
+    # Clamped at the epoch's last step: the next epoch's rows are uploaded with the epoch.
     following = jax.lax.dynamic_index_in_dim(epoch_rows, j + 1, keepdims=False)
     return assemble(images, labels, slab_rows, stored, rows, **kw), (j + 1, following)
 
