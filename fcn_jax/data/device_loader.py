@@ -397,8 +397,10 @@ class DeviceLoader(BatchPlan):
         the loader (used when batch sizes vary, and to time the step by itself)."""
         canvas, rows = self.rows(step)
         held = (self._slabs[self._slab(canvas)], *self._held)
-        rows = sharding.replicate(rows, self._mesh)
-        return OnDevice(self._build(canvas), (*held, rows[None], self._zero, rows))
+        # Both shapes from the host: an eager ``rows[None]`` on the device took 42 µs against
+        # 22 for two small copies on a CPU, and compiled once per batch shape.
+        epoch_rows, rows = (sharding.replicate(x, self._mesh) for x in (rows[None], rows))
+        return OnDevice(self._build(canvas), (*held, epoch_rows, self._zero, rows))
 
     def abstract_input(self, canvas: tuple[int, ...], batch_size: int) -> OnDevice:
         """What :meth:`step_input` gives for a batch of ``batch_size`` examples of ``canvas``,
