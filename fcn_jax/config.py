@@ -52,7 +52,8 @@ class TrainConfig:
     dataset: str = _field(
         "procedural_digits",
         "procedural_digits[/CONFIG], mnist1d[/CONFIG], a TFDS name (mnist, "
-        "cifar10, ...), npz:PATH, folder:PATH or idx:DIR",
+        "cifar10, ...), npz:PATH, folder:PATH, idx:DIR, ucr:NAME (a UCR/UEA time-series "
+        "dataset) or ts:PATH/NAME (NAME_TRAIN.ts and NAME_TEST.ts)",
     )
     data_dir: str | None = _field(
         None,
@@ -259,6 +260,12 @@ class TrainConfig:
         "0,1",
         "LO,HI: the range float pixels of npz data must lie in (uint8 is divided by 255)",
     )
+    normalize: str | None = _field(
+        None,
+        "ucr:/ts: series: series (z-normalize each series per channel, the archive's "
+        "protocol), dataset (the train split's per-channel mean and std) or none "
+        "(default: series)",
+    )
 
     def resolved(self, defaults: dict | None = None) -> TrainConfig:
         """A validated copy with every unset field filled: the recipe's value, else
@@ -298,6 +305,7 @@ class TrainConfig:
             "eval_mode": ("resize", "canvas"),
             "pool": ("avg", "max"),
             "norm": (None, "none", "batch", "group"),
+            "normalize": (None, "series", "dataset", "none"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -25,7 +25,7 @@ from fcn_jax.data import (
 )
 from fcn_jax.data.augment import parse_augmentation
 from fcn_jax.data.device_loader import DeviceLoader, device_data_problem, device_layout
-from fcn_jax.models import ModelSpec, build_model
+from fcn_jax.models import PRESETS, ModelSpec, abstract_model, build_model
 from fcn_jax.optim import make_optimizer, make_schedule
 from fcn_jax.process import setup_process
 from fcn_jax.sizes import check_min_size
@@ -47,7 +47,32 @@ def open_dataset(config: TrainConfig) -> Dataset:
         config.data_dir,
         skip_corrupt=config.skip_corrupt,
         pixel_range=config.pixel_bounds(),
+        normalize=config.normalize,
     )
+
+
+def check_series_lengths(dataset: Dataset, config: TrainConfig, min_size) -> None:
+    """ValueError (one line) when a series of either split is shorter than the model's
+    minimum length, naming it and the presets that accept it: series are not stretched to
+    fit, and padding one would be masked away to nothing by the model's strided layers."""
+    for split, source in (("train", dataset.train), ("test", dataset.test)):
+        lengths = source.sizes()[:, 0]
+        if lengths.min() >= min_size[0]:
+            continue
+        shortest = int(lengths.min())
+        accept = [
+            name
+            for name in sorted(PRESETS)
+            if abstract_model(dataclasses.replace(model_spec(config, dataset), name=name)).min_size[
+                0
+            ]
+            <= shortest
+        ]
+        raise ValueError(
+            f"{dataset.name}: {split} series {int(lengths.argmin())} has length {shortest}, "
+            f"below --model={config.model}'s minimum length {min_size[0]} (series are not "
+            f"stretched to fit); presets that accept it: {', '.join(accept) or 'none'}"
+        )
 
 
 def model_spec(config: TrainConfig, dataset: Dataset) -> ModelSpec:
@@ -153,10 +178,14 @@ def build(config: TrainConfig, dataset: Dataset | None = None) -> Setup:
     train_size = config.train_size or policy.spec()
     model = build_model(model_spec(config, dataset), config.seed)
     min_size = model.min_size
+    if dataset.series:
+        check_series_lengths(dataset, config, min_size)
     for flag, sizes in (("eval_sizes", eval_sizes), ("tta_sizes", tta_sizes)):
         check_min_size(sizes, min_size, f"--{flag}:")
     example_sizes = dataset.train.sizes() if policy.kind == "native" else np.zeros((0, d))
-    buckets = resolve_buckets(config.buckets, policy, example_sizes, min_size=min_size)
+    buckets = resolve_buckets(
+        config.buckets, policy, example_sizes, min_size=min_size, batch_size=config.batch_size
+    )
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh.size)
     loader = make_train_loader(config, dataset, policy, buckets, mesh, min_size)

@@ -25,6 +25,7 @@ from fcn_jax.data import (
     resize,
     resolve_buckets,
 )
+from fcn_jax.data.policies import assign_buckets
 
 
 @pytest.fixture(scope="module")
@@ -407,3 +408,17 @@ def test_device_prefetch_gives_the_same_batches(small, spec):
     resumed = _loader(small, spec, min_size=(4, 4), mesh=mesh)
     resumed.set_state(state)
     assert _same(host, jax.device_get(got + _take(resumed, 3)))
+
+
+def test_auto_buckets_too_sparse_to_fill_a_batch_are_merged_upwards():
+    # 50 lengths, 29-361, as PickupGestureWiimoteZ: auto:8 alone leaves buckets of a few
+    # examples, which native batches (full batches of one bucket) would never train on.
+    sizes = np.random.default_rng(0).integers(29, 362, (50, 1))
+    native = parse_size_policy("native", 1)
+    unmerged = resolve_buckets("auto:8", native, sizes)
+    merged = resolve_buckets("auto:8", native, sizes, batch_size=16)
+    assert len(unmerged) == 8 and 1 < len(merged) < 8 and set(merged) <= set(unmerged)
+    counts = np.bincount(assign_buckets(sizes, merged), minlength=len(merged))
+    assert (counts >= 16).all() and counts.sum() == 50
+    assert merged[-1] == unmerged[-1]  # the largest still holds the longest
+    assert resolve_buckets("auto:8", native, sizes, batch_size=64) == [unmerged[-1]]

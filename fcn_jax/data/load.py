@@ -8,6 +8,8 @@
   (see :func:`fcn_jax.data.arrays.load_npz`).
 * ``idx:DIR`` (or ``idx:DIR/PREFIX``): the four MNIST-style IDX files, plain or gzipped (see
   :func:`fcn_jax.data.idx.load_idx`).
+* ``ucr:NAME``, ``ts:PATH/NAME``: UCR/UEA time series in the archive's ``.ts`` format, each
+  series at its own length (see :mod:`fcn_jax.data.series`).
 * ``folder:PATH``: one subfolder of PNG/JPEG files per class (see
   :func:`fcn_jax.data.folder.load_folder`).
 * any other TFDS name (``mnist``, ``cifar10``, ``imagenette/160px``...), read with
@@ -34,6 +36,7 @@ def load_dataset(
     *,
     skip_corrupt: bool = False,
     pixel_range: tuple[float, float] = (0.0, 1.0),
+    normalize: str | None = None,
 ) -> Dataset:
     """Open the dataset named by ``spec`` (see the module docstring).
 
@@ -44,10 +47,16 @@ def load_dataset(
       skip_corrupt: folder datasets: leave out unreadable image files (counted in
         ``Source.skipped``, and logged) instead of raising.
       pixel_range: npz and idx datasets: the range float pixel values must lie in.
+      normalize: ``ucr:``/``ts:`` series: ``series`` (default), ``dataset`` or ``none``
+        (see :mod:`fcn_jax.data.series`); other kinds take none.
     Raises:
       DataError: with a one-line message naming the file, key or dataset at fault.
     """
     prefix, colon, path = spec.partition(":")
+    if prefix in ("ucr", "ts"):
+        return _load_series(prefix, path, data_dir, normalize or "series")
+    if normalize not in (None, "none"):
+        raise DataError(f"--normalize={normalize}: applies to ucr: and ts: series only")
     if not colon or re.fullmatch(r"[\d*]+(\.[\d*]+)*", path):  # none, or a TFDS version
         from fcn_jax.data.tfds_source import load_tfds  # imports tensorflow_datasets
 
@@ -63,3 +72,14 @@ def load_dataset(
     raise DataError(
         f"--dataset={spec}: unknown source prefix {prefix + ':'!r}; known: {KNOWN_SOURCES}"
     )
+
+
+def _load_series(prefix: str, path: str, data_dir: str | None, normalize: str) -> Dataset:
+    from fcn_jax.data.series import load_ts, load_ucr, validation_split
+
+    path, validation = path.removesuffix("/validation"), path.endswith("/validation")
+    if not path:
+        expected = "NAME" if prefix == "ucr" else "PATH/NAME"
+        raise DataError(f"--dataset={prefix}:: expected {prefix}:{expected}[/validation]")
+    load = load_ucr(path, data_dir, normalize) if prefix == "ucr" else load_ts(path, normalize)
+    return validation_split(load) if validation else load

@@ -28,6 +28,7 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
+from absl import logging
 
 from fcn_jax.sizes import Size, format_size, parse_size
 
@@ -281,6 +282,7 @@ def resolve_buckets(
     example_sizes: np.ndarray,
     *,
     min_size: Sequence[int] | None = None,
+    batch_size: int | None = None,
 ) -> list[Size]:
     """The declared set of batch shapes.
 
@@ -293,6 +295,9 @@ def resolve_buckets(
       spec: bucket spec, or None.
       example_sizes: native: ``(N, D)`` extents (``Source.sizes()``); ignored otherwise.
       min_size: the model's minimum extent per axis.
+      batch_size: native: a bucket of ``auto:K`` whose examples cannot fill one batch is
+        merged into a larger one (its examples were never trained otherwise); an explicit
+        list's is logged.
     """
     if not policy.pads:
         if spec is not None:
@@ -312,14 +317,44 @@ def resolve_buckets(
         k = spec[5:]
         if not k.isdigit() or int(k) < 1:
             raise ValueError(f"bad bucket spec {spec!r}: {_BUCKET_FORMS}")
-        return auto_buckets(sizes, int(k), weights)
+        buckets = auto_buckets(sizes, int(k), weights)
+        return merge_sparse(buckets, sizes, batch_size) if weights is None else buckets
     try:
         buckets = [parse_size(t, policy.spatial_dims) for t in spec.split(",")]
     except ValueError as e:
         raise ValueError(f"bad bucket spec {spec!r}: {e}; {_BUCKET_FORMS}") from None
     what = "examples" if weights is None else "sizes of the policy"
-    fitting_buckets(sizes, buckets, what, where=f"{spec!r} (add a larger bucket)")
-    return sorted(set(buckets))
+    assign = fitting_buckets(sizes, buckets, what, where=f"{spec!r} (add a larger bucket)")
+    buckets = sorted(set(buckets))
+    if weights is None and batch_size:
+        counts = np.bincount(assign_buckets(sizes, buckets), minlength=len(buckets))
+        if (sparse := [b for b, c in zip(buckets, counts) if c < batch_size]) and len(assign):
+            logging.warning(
+                "buckets %s hold fewer examples than one batch of %d: never trained on",
+                sparse,
+                batch_size,
+            )
+    return buckets
+
+
+def merge_sparse(buckets: list[Size], sizes: np.ndarray, batch_size: int | None) -> list[Size]:
+    """``buckets`` less those whose examples cannot fill one batch of ``batch_size`` (native
+    batches are full batches of one bucket): each such bucket, or where it is the largest
+    its next smaller one, is dropped and its examples go to the smallest that fits them."""
+    buckets = sorted(buckets, key=lambda b: (int(np.prod(b)), b))
+    while batch_size and len(buckets) > 1:
+        counts = np.bincount(assign_buckets(sizes, buckets), minlength=len(buckets))
+        sparse = [k for k in range(len(buckets)) if counts[k] < batch_size]
+        if not sparse:
+            break
+        for k in [min(k, len(buckets) - 2) for k in sparse]:
+            rest = buckets[:k] + buckets[k + 1 :]
+            if (assign_buckets(sizes, rest) >= 0).all():
+                buckets = rest
+                break
+        else:
+            break
+    return sorted(buckets)
 
 
 def auto_buckets(sizes: np.ndarray, k: int, weights: np.ndarray | None = None) -> list[Size]:

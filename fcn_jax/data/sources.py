@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 # The prefixed kinds of ``--dataset`` spec; any other spec is a TFDS name.
-SOURCE_PREFIXES = ("npz:", "idx:", "folder:")
-KNOWN_SOURCES = ", ".join(p + "PATH" for p in SOURCE_PREFIXES) + " or a TFDS name"
+SOURCE_PREFIXES = ("npz:", "idx:", "folder:", "ts:", "ucr:")
+KNOWN_SOURCES = "npz:PATH, idx:DIR, folder:PATH, ts:PATH/NAME, ucr:NAME or a TFDS name"
 
 
 class DataError(ValueError):
@@ -85,6 +85,9 @@ class Dataset:
     in_channels: int
     spatial_dims: int
     class_names: tuple[str, ...] = ()
+    # Real-valued series (ucr:, ts:): never resampled to fit a model, so a series shorter
+    # than the model's minimum is an error rather than silently stretched.
+    series: bool = False
 
     def __post_init__(self):
         names = tuple(str(n) for n in self.class_names) or tuple(map(str, range(self.num_classes)))

@@ -1,6 +1,6 @@
 """Fully convolutional models that are exact under zero padding."""
 
 from fcn_jax.models.fcn import FCN, ModelSpec
-from fcn_jax.models.presets import PRESETS, build_model, create_model
+from fcn_jax.models.presets import PRESETS, abstract_model, build_model, create_model
 
-__all__ = ["FCN", "ModelSpec", "PRESETS", "build_model", "create_model"]
+__all__ = ["FCN", "ModelSpec", "PRESETS", "abstract_model", "build_model", "create_model"]

@@ -89,12 +89,28 @@ def resnet_body(spec: ModelSpec, conv) -> tuple[list, int]:
     return layers, c
 
 
+def fcn_body(spec: ModelSpec, conv) -> tuple[list, int]:
+    """The fully convolutional network of Wang, Yan & Oates (2017), the time-series baseline:
+    stride-1 convolutions 8, 5 and 3 wide with 128, 256 and 128 channels, each with BatchNorm
+    and ReLU, then global average pooling (the 1×1 head before the pooling equals their dense
+    layer after it). "Same" padding as Keras pads it (the extra position after the content);
+    minimum size 1. ``depth`` takes the first blocks."""
+    blocks = [(8, 128), (5, 256), (3, 128)][: spec.depth or 3]
+    layers, c = [], spec.in_channels
+    for k, base in blocks:
+        out = _ch(base, spec.width)
+        layers.append(conv(c, out, k, 1, pad=((k - 1) // 2, k // 2), norm=spec.norm or "batch"))
+        c = out
+    return layers, c
+
+
 PRESETS: dict[str, Callable] = {
     "seed": seed_body,
     "vgg": vgg_body,
     "allcnn": allcnn_body,
     "nin": nin_body,
     "resnet": resnet_body,
+    "fcn": fcn_body,
 }
 
 
