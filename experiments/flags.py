@@ -11,6 +11,9 @@ from collections.abc import Callable
 from absl import flags
 from absl import logging as absl_logging
 
+# Runs are `python -m experiments.train`, started in the project root: this checkout's.
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def define_flags(config_cls, help_texts: dict[str, str]) -> None:
     """One absl flag per dataclass field, typed after the field (``X | None`` → optional), with
@@ -51,6 +54,13 @@ def setup_process_from_flags(config) -> None:
     from fcn_jax.process import Cluster, setup_process
 
     setup_process(config, config_from_flags(Cluster))
+
+
+def base_flags(config_cls) -> dict:
+    """The fields of ``config_cls`` given explicitly on the command line (a sweep or suite
+    gives them to every run)."""
+    f = flags.FLAGS
+    return {x.name: f[x.name].value for x in dataclasses.fields(config_cls) if f[x.name].present}
 
 
 def config_from_flags(config_cls):

@@ -22,14 +22,20 @@ PORT + 1 + K; process 0 writes the sweep's files).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shlex
 import sys
 
 from absl import app, flags
 
-from experiments.flags import config_from_flags, define_cluster_flags, define_flags, run_cleanly
+from experiments.flags import (
+    PROJECT_ROOT,
+    base_flags,
+    config_from_flags,
+    define_cluster_flags,
+    define_flags,
+    run_cleanly,
+)
 from fcn_jax.config import TrainConfig, field_help
 from fcn_jax.process import Cluster
 from fcn_jax.runs import grid as grids
@@ -48,14 +54,6 @@ flags.DEFINE_multi_string("sbatch", [], "slurm: an extra #SBATCH directive, e.g.
 flags.DEFINE_string("python", sys.executable, "Python interpreter of the runs")
 
 ERRORS = (ValueError, FileNotFoundError)
-# Every run is `--python -m experiments.train`, started in the project root: this checkout's.
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def base_flags() -> dict:
-    """The training flags given explicitly on the command line (they go to every run)."""
-    f = flags.FLAGS
-    return {x.name: f[x.name].value for x in dataclasses.fields(TrainConfig) if f[x.name].present}
 
 
 def sweep_cluster() -> Cluster | None:
@@ -103,7 +101,7 @@ def main(argv):
             seeds = [int(s) for s in f.seeds]
         except ValueError:
             raise ValueError(f"--seeds={','.join(f.seeds)}: expected integers") from None
-        base = grids.with_shared_cache(base_flags(), grid, f.workdir)
+        base = grids.with_shared_cache(base_flags(TrainConfig), grid, f.workdir)
         runs = grids.plan_runs(grid, seeds, base)
         command = ["python", "-m", "experiments.sweep", *sys.argv[1:]]
         if writer:
