@@ -262,9 +262,9 @@ class TrainConfig:
     )
     normalize: str | None = _field(
         None,
-        "ucr:/ts: series: series (z-normalize each series per channel, the archive's "
-        "protocol), dataset (the train split's per-channel mean and std) or none "
-        "(default: series)",
+        "ucr:/ts: series: series (z-normalize each series per channel, the univariate "
+        "archive's protocol), dataset (the train split's per-channel mean and std) or none "
+        "(default: series for univariate, dataset for multivariate data)",
     )
 
     def resolved(self, defaults: dict | None = None) -> TrainConfig:

@@ -76,7 +76,7 @@ def test_string_labels_follow_the_declared_order(tmp_path):
 
 def test_series_normalization(tmp_path):
     path = variable_pair(tmp_path)
-    by_series = load_dataset(f"ts:{path}")  # the default for series
+    by_series = load_dataset(f"ts:{path}", normalize="series")
     for i in range(len(by_series.train)):
         x = by_series.train[i]["image"]
         np.testing.assert_allclose(x.mean(0), 0, atol=1e-5)
@@ -87,6 +87,11 @@ def test_series_normalization(tmp_path):
     np.testing.assert_allclose(values.std(0), 1, atol=1e-5)
     raw = load_dataset(f"ts:{path}", normalize="none").train[0]["image"]
     assert abs(raw.mean()) > 0.1  # the written values (mean 1) are kept
+    # The defaults: multivariate data per dataset (levels kept), univariate per series.
+    default = load_dataset(f"ts:{path}").train[0]["image"]
+    np.testing.assert_array_equal(default, by_data.train[0]["image"])
+    univariate = load_dataset(f"ts:{variable_pair(tmp_path, 'Uni', channels=1)}")
+    np.testing.assert_allclose(univariate.train[2]["image"].std(), 1, atol=1e-5)
     with pytest.raises(DataError, match="--normalize=series: applies to ucr: and ts:"):
         load_dataset("npz:whatever.npz", normalize="series")
 

@@ -47,14 +47,15 @@ def load_dataset(
       skip_corrupt: folder datasets: leave out unreadable image files (counted in
         ``Source.skipped``, and logged) instead of raising.
       pixel_range: npz and idx datasets: the range float pixel values must lie in.
-      normalize: ``ucr:``/``ts:`` series: ``series`` (default), ``dataset`` or ``none``
-        (see :mod:`fcn_jax.data.series`); other kinds take none.
+      normalize: ``ucr:``/``ts:`` series: ``series``, ``dataset``, ``none`` or None (series
+        for univariate, dataset for multivariate data; see :mod:`fcn_jax.data.series`); other
+        kinds take none.
     Raises:
       DataError: with a one-line message naming the file, key or dataset at fault.
     """
     prefix, colon, path = spec.partition(":")
     if prefix in ("ucr", "ts"):
-        return _load_series(prefix, path, data_dir, normalize or "series")
+        return _load_series(prefix, path, data_dir, normalize)
     if normalize not in (None, "none"):
         raise DataError(f"--normalize={normalize}: applies to ucr: and ts: series only")
     if not colon or re.fullmatch(r"[\d*]+(\.[\d*]+)*", path):  # none, or a TFDS version
@@ -74,7 +75,7 @@ def load_dataset(
     )
 
 
-def _load_series(prefix: str, path: str, data_dir: str | None, normalize: str) -> Dataset:
+def _load_series(prefix: str, path: str, data_dir: str | None, normalize: str | None) -> Dataset:
     from fcn_jax.data.series import load_ts, load_ucr, validation_split
 
     path, validation = path.removesuffix("/validation"), path.endswith("/validation")

@@ -3,10 +3,12 @@ by name) and ``ts:PATH/NAME`` (a local ``NAME_TRAIN.ts`` / ``NAME_TEST.ts`` pair
 
 Each series keeps its own length, channels last: ``(L, C)`` float32 (equal-length datasets are
 held as one ``(N, L, C)`` array). String class labels become class names, in the order the
-file's ``@classLabel`` line declares them. Series are z-normalized per series and channel by
-default (``normalize="series"``, the archive's and its published baselines' protocol);
-``"dataset"`` uses the train split's per-channel mean and std for both splits; ``"none"`` keeps
-the values. A missing value (``?`` or NaN) is an error naming the file and the row.
+file's ``@classLabel`` line declares them. ``normalize="series"`` z-normalizes each series
+(per channel), the univariate archive's protocol; ``"dataset"`` uses the train split's
+per-channel mean and std for both splits; ``"none"`` keeps the values. The default (None) is
+``series`` for univariate data and ``dataset`` for multivariate data, where each channel's level
+carries the class (docs/results.md measures it on JapaneseVowels). A missing value (``?`` or NaN)
+is an error naming the file and the row.
 
 ``ucr:NAME/validation`` (and ``ts:PATH/NAME/validation``) trains on three quarters of the
 train split and tests on the rest (stratified, fixed seed): the split to tune on.
@@ -150,10 +152,12 @@ def channel_stats(series: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return values.mean(0), values.std(0)
 
 
-def load_ts_pair(directory: str, name: str, normalize: str = "series", where: str = "") -> Dataset:
+def load_ts_pair(
+    directory: str, name: str, normalize: str | None = None, where: str = ""
+) -> Dataset:
     """Dataset of ``directory/NAME_TRAIN.ts`` and ``directory/NAME_TEST.ts``."""
     where = where or f"ts:{os.path.join(directory, name)}"
-    if normalize not in NORMALIZE:
+    if normalize not in (None, *NORMALIZE):
         raise DataError(f"--normalize={normalize!r}: expected one of {NORMALIZE}")
     paths = [os.path.join(directory, f"{name}_{split}.ts") for split in ("TRAIN", "TEST")]
     (train, train_labels, names), (test, test_labels, _) = (read_ts(p) for p in paths)
@@ -162,6 +166,7 @@ def load_ts_pair(directory: str, name: str, normalize: str = "series", where: st
         raise DataError(f"{paths[1]}: class label(s) {unknown} are not among the train file's")
     if (c_train := train[0].shape[-1]) != (c_test := test[0].shape[-1]):
         raise DataError(f"{where}: train series have {c_train} channels, test series {c_test}")
+    normalize = normalize or ("series" if c_train == 1 else "dataset")
     stats = channel_stats(train) if normalize == "dataset" else None
     splits = [
         ArraySource(_held(normalized(s, normalize, stats)), np.array([index[v] for v in y]), 1)
@@ -200,7 +205,7 @@ def validation_split(dataset: Dataset, fraction: float = 0.25, seed: int = 0) ->
     )
 
 
-def load_ts(path: str, normalize: str = "series") -> Dataset:
+def load_ts(path: str, normalize: str | None = None) -> Dataset:
     """``ts:PATH/NAME``: the pair ``PATH/NAME_TRAIN.ts``, ``PATH/NAME_TEST.ts``."""
     directory, name = os.path.split(path.rstrip("/"))
     for suffix in ("_TRAIN.ts", "_TEST.ts"):  # accept a file of the pair too
@@ -213,7 +218,7 @@ def load_ts(path: str, normalize: str = "series") -> Dataset:
     return load_ts_pair(directory, name, normalize)
 
 
-def load_ucr(name: str, data_dir: str | None = None, normalize: str = "series") -> Dataset:
+def load_ucr(name: str, data_dir: str | None = None, normalize: str | None = None) -> Dataset:
     """``ucr:NAME``: the archive dataset NAME, with the archive's train/test split."""
     directory = shipped_dir(name) or cached_dir(name, data_dir)
     return load_ts_pair(directory, name, normalize, where=f"ucr:{name}")
