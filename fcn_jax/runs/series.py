@@ -91,28 +91,29 @@ def describe(names, *, validation: bool, data_dir: str | None) -> list[Entry]:
 
 
 def plan(entries: list[Entry], variants, seeds: int, base: dict) -> list[Run]:
-    """Every dataset × variant × seed as a sweep :class:`~fcn_jax.runs.grid.Run`; base flags
-    override a variant's values (e.g. ``--steps`` for a short suite)."""
+    """Every dataset × variant × seed as a sweep :class:`~fcn_jax.runs.grid.Run`, seed by seed
+    (an interrupted suite has whole seeds done); base flags override a variant's values (e.g.
+    ``--steps`` for a short suite)."""
     runs = []
-    for entry in entries:
-        longest = entry.lengths[1]
-        for variant in entry.variants(variants):
-            values = {"dataset": entry.spec, **VARIANTS[variant], "eval_sizes": str(longest)}
-            values["eval_examples"] = 0  # the whole test split
-            if variant.endswith("_resampled"):
-                values["train_size"] = f"fixed:{longest}"
-            values.update(base)
-            for seed in range(seeds):
-                config = TrainConfig(**{**values, "seed": seed})
-                config.resolved()  # validates before anything starts
-                flags = tuple(
-                    f for f in (flag(k, v) for k, v in {**values, "seed": seed}.items()) if f
-                )
-                params = {"dataset": entry.name, "variant": variant}
-                runs.append(
-                    Run(f"{entry.name}__{variant}__seed{seed}", params, seed, flags, config)
-                )
+    for seed in range(seeds):
+        for entry in entries:
+            for variant in entry.variants(variants):
+                runs.append(_run(entry, variant, seed, base))
     return runs
+
+
+def _run(entry: Entry, variant: str, seed: int, base: dict) -> Run:
+    longest = entry.lengths[1]
+    values = {"dataset": entry.spec, **VARIANTS[variant], "eval_sizes": str(longest)}
+    values["eval_examples"] = 0  # the whole test split
+    if variant.endswith("_resampled"):
+        values["train_size"] = f"fixed:{longest}"
+    values = {**values, **base, "seed": seed}
+    config = TrainConfig(**values)
+    config.resolved()  # validates before anything starts
+    flags = tuple(f for f in (flag(k, v) for k, v in values.items()) if f)
+    params = {"dataset": entry.name, "variant": variant}
+    return Run(f"{entry.name}__{variant}__seed{seed}", params, seed, flags, config)
 
 
 def accuracy(summary: dict, variant: str, longest: int) -> float:
