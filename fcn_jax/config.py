@@ -259,6 +259,13 @@ class TrainConfig:
         "0,1",
         "LO,HI: the range float pixels of npz data must lie in (uint8 is divided by 255)",
     )
+    allow_pickle: bool = _field(
+        False,
+        "read object arrays of npz files by unpickling them: only for files you trust "
+        "(unpickling a crafted file runs its code)",
+        resumable=True,
+        affects_results=False,
+    )
 
     def resolved(self, defaults: dict | None = None) -> TrainConfig:
         """A validated copy with every unset field filled: the recipe's value, else

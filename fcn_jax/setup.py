@@ -47,6 +47,7 @@ def open_dataset(config: TrainConfig) -> Dataset:
         config.data_dir,
         skip_corrupt=config.skip_corrupt,
         pixel_range=config.pixel_bounds(),
+        allow_pickle=config.allow_pickle,
     )
 
 

@@ -34,6 +34,7 @@ def load_dataset(
     *,
     skip_corrupt: bool = False,
     pixel_range: tuple[float, float] = (0.0, 1.0),
+    allow_pickle: bool = False,
 ) -> Dataset:
     """Open the dataset named by ``spec`` (see the module docstring).
 
@@ -44,6 +45,8 @@ def load_dataset(
       skip_corrupt: folder datasets: leave out unreadable image files (counted in
         ``Source.skipped``, and logged) instead of raising.
       pixel_range: npz and idx datasets: the range float pixel values must lie in.
+      allow_pickle: npz datasets: read object arrays, by unpickling (trusted files only: a
+        crafted file runs code when unpickled).
     Raises:
       DataError: with a one-line message naming the file, key or dataset at fault.
     """
@@ -53,7 +56,7 @@ def load_dataset(
 
         return load_tfds(spec, data_dir)
     if prefix == "npz":
-        return load_npz(path, pixel_range)
+        return load_npz(path, pixel_range, allow_pickle=allow_pickle)
     if prefix == "idx":
         from fcn_jax.data.idx import load_idx  # imports tensorflow_datasets
 
