@@ -30,7 +30,6 @@ def tfds_dir(tmp_path_factory) -> str:
 def small(tmp_path_factory):
     """60 random 2-D uint8 examples of sizes in [4, 20] (npz), for fast loader tests."""
     from fcn_jax.data import load_dataset  # after JAX_PLATFORMS is set
-
     from fcn_jax.data.arrays import save_npz
 
     rng = np.random.default_rng(0)

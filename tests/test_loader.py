@@ -363,8 +363,11 @@ def test_eval_bbox_follows_the_transform(digits):
 
 def test_eval_1d(tmp_path):
     signals = [np.arange(n, dtype=np.float32) for n in (5, 9, 12, 3, 7)]
-    save_npz(str(tmp_path / "s.npz"), dict(train_images=signals, train_labels=np.arange(5),
-                                           test_images=signals, test_labels=np.arange(5)))  # fmt: skip
+    split = dict(images=signals, labels=np.arange(5))
+    save_npz(
+        str(tmp_path / "s.npz"),
+        {f"{s}_{k}": v for s in ("train", "test") for k, v in split.items()},
+    )
     ds = load_dataset(f"npz:{tmp_path}/s.npz", pixel_range=(0.0, 12.0))  # values 0..11
     batches = list(EvalLoader(ds.test, None, batch_size=2, buckets=[(8,), (12,)], min_size=(4,)))
     assert [b["image"].shape for b in batches] == [(2, 8, 1)] * 2 + [(2, 12, 1)]

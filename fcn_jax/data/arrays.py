@@ -106,7 +106,9 @@ def _read(npz, key: str, where: str) -> np.ndarray:
         if "allow_pickle" not in str(e):
             raise DataError(f"{where}: cannot read key {key} ({e})") from None
         split = key.removesuffix("_images")
-        layout = f"; rewrite it with {split}_sizes (see save_npz)" if key.endswith("_images") else ""
+        layout = (
+            f"; rewrite it with {split}_sizes (see save_npz)" if key.endswith("_images") else ""
+        )
         raise DataError(
             f"{where}: key {key} is an object array, which only unpickling reads, and "
             f"unpickling runs any code a crafted file holds{layout}, or pass --allow_pickle "

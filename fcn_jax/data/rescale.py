@@ -251,4 +251,3 @@ def _read_pool(dataset, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     if any(im.dtype != np.uint8 for im in images):
         images = [im.astype(np.float32) / 255.0 if im.dtype == np.uint8 else im for im in images]
     return np.concatenate(images), np.concatenate(labels)
-
