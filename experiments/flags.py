@@ -61,14 +61,16 @@ def config_from_flags(config_cls):
 def run_cleanly(
     main: Callable, errors: tuple[type[BaseException], ...], supervised: bool = False
 ) -> Callable:
-    """Wrap an absl main so expected errors exit 1 with one line instead of a stack trace
-    (naming the process in a multi-host run). A multi-host run that lost a process exits 1
+    """Wrap an absl main so expected errors (``errors``, and a failed write of a result or
+    checkpoint: :class:`fcn_jax.outputs.WriteError`) exit 1 with one line instead of a stack
+    trace (naming the process in a multi-host run). A multi-host run that lost a process exits 1
     with one line naming it, at once: JAX's own shutdown would wait for the lost process. With
     ``--distributed`` a command that starts JAX's distributed runtime (``supervised``) runs as
     the child of a supervisor (:func:`fcn_jax.process.supervise`), which reports a lost
     coordinator the same way."""
 
     def wrapped(argv):
+        from fcn_jax.outputs import WriteError
         from fcn_jax.process import label, lost_process_error, supervise, timeout_s
 
         f = flags.FLAGS
@@ -88,7 +90,7 @@ def run_cleanly(
                 # JAX's threads may still log the loss: the line above stays the last one.
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
                 os._exit(1)
-            if not isinstance(e, errors):
+            if not isinstance(e, (*errors, WriteError)):
                 raise
             print(f"error: {label()}{e}", file=sys.stderr)
             sys.exit(1)

@@ -2,6 +2,8 @@
 loses nothing (a real small tmpfs where it can be mounted, and ENOSPC simulated everywhere),
 and a read-only one: each a one-line error."""
 
+import contextlib
+import errno
 import json
 import os
 import signal
@@ -14,7 +16,10 @@ import pytest
 from commands import REPO
 from tiny import TINY_TRAIN
 
+from fcn_jax.checkpoint import Checkpointer
 from fcn_jax.config import TrainConfig
+from fcn_jax.outputs import MetricsWriter, WriteError, write_json
+from fcn_jax.run import train_and_evaluate
 from fcn_jax.runs import grid as grids
 from fcn_jax.runs import launch, sweep
 from fcn_jax.runs.compare import CompareConfig, run_comparison
@@ -129,3 +134,157 @@ def test_sweeps_and_comparisons_leave_a_held_workdir_alone(tmp_path, monkeypatch
     assert status == {runs[0].name: "busy", runs[1].name: "finished"}
     assert sorted(os.listdir(held)) == [".lock"]  # no stdout.log, stderr.log or error.txt
     assert any(f"not started {runs[0].name}: --workdir={held} is in use" in x for x in lines)
+
+
+# --- a full disk -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def tmpfs(path, options: str):
+    """A tmpfs mounted at ``path`` for the block (skipped, with the reason, where this
+    machine cannot mount one); unmounted after it, lazily: an open file cannot keep it."""
+    path.mkdir()
+    try:
+        out = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except OSError as e:
+        pytest.skip(f"cannot mount a tmpfs here: {e}")
+    if out.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {out.stderr.strip() or out.returncode}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
+
+
+def fill(directory) -> None:
+    """Write a ballast file until the filesystem has no byte left."""
+    fd = os.open(os.path.join(directory, "ballast"), os.O_WRONLY | os.O_CREAT)
+    try:
+        for chunk in (1 << 16, 1 << 12, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * chunk)
+    finally:
+        os.close(fd)
+
+
+def second_checkpoint_fails(monkeypatch, tfds_dir, workdir, make_it_fail) -> str:
+    """Train 6 steps, checkpoints at 3 and 6, ``make_it_fail()`` called just before the
+    second; the one-line error."""
+    save, calls = Checkpointer.save, []
+
+    def failing_second(self, step, state, meta):
+        calls.append(step)
+        if len(calls) == 2:
+            make_it_fail()
+        return save(self, step, state, meta)
+
+    with monkeypatch.context() as m:
+        m.setattr(Checkpointer, "save", failing_second)
+        with pytest.raises(WriteError) as e:
+            train_and_evaluate(tiny(tfds_dir, checkpoint_every=3), str(workdir))
+    return str(e.value)
+
+
+def check_nothing_lost(message, capfd, caplog, tfds_dir, workdir, make_room) -> None:
+    """One line, no traceback, checkpoint 3 whole and alone; with room, a rerun resumes from
+    it and ends with each train record once."""
+    checkpoints = workdir / "checkpoints"
+    assert message.startswith(f"cannot save checkpoint 6 in {checkpoints}: No space left on ")
+    assert "B free); checkpoint 3 is kept: rerun the same command" in message
+    assert "\n" not in message
+    assert "Traceback" not in capfd.readouterr().err + caplog.text
+    assert sorted(os.listdir(checkpoints)) == ["3"]  # no partial directory left
+    assert Checkpointer(str(workdir)).restore()[1]["step"] == 3  # usable
+    make_room()
+    summary = train_and_evaluate(tiny(tfds_dir, checkpoint_every=3), str(workdir))
+    assert summary["resumed_from_step"] == 3 and summary["steps"] == 6
+    records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [3, 6]
+
+
+def test_a_full_disk_loses_nothing(tfds_dir, tmp_path, monkeypatch, capfd, caplog):
+    """A real 2 MB filesystem, filled up just before the second checkpoint."""
+    with tmpfs(tmp_path / "small", "size=2m") as small:
+        workdir = small / "run"
+        message = second_checkpoint_fails(monkeypatch, tfds_dir, workdir, lambda: fill(small))
+        check_nothing_lost(
+            message, capfd, caplog, tfds_dir, workdir, lambda: os.remove(small / "ballast")
+        )
+
+
+def test_a_simulated_full_disk_loses_nothing(tfds_dir, tmp_path, monkeypatch, capfd, caplog):
+    """ENOSPC raised inside orbax's save (its metadata writes, in its own threads), wherever
+    a tmpfs cannot be mounted too."""
+    from etils.epath import abstract_path
+
+    write_text = abstract_path.Path.write_text
+
+    def no_space(self, *args, **kw):
+        if "checkpoints" in str(self):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return write_text(self, *args, **kw)
+
+    workdir = tmp_path / "run"
+    message = second_checkpoint_fails(
+        monkeypatch,
+        tfds_dir,
+        workdir,
+        lambda: monkeypatch.setattr(abstract_path.Path, "write_text", no_space),
+    )
+    check_nothing_lost(message, capfd, caplog, tfds_dir, workdir, monkeypatch.undo)
+
+
+def test_result_writes_fail_whole_in_one_line(tmp_path, monkeypatch):
+    """metrics.jsonl keeps no partial record (a resume would trip on it), TensorBoard's file
+    is closed at once, atomic files keep the old content; each a one-line WriteError."""
+    writer = MetricsWriter(str(tmp_path))
+    writer.write(1, "train", {"loss": 1.0})
+    before = (tmp_path / "metrics.jsonl").read_text()
+    real_write = os.write
+
+    def half_then_full(fd, data):
+        if len(data) > 1:
+            return real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "write", half_then_full)
+        with pytest.raises(WriteError, match=r"^cannot write .*metrics.jsonl: No space left on"):
+            writer.write(2, "train", {"loss": 0.5})
+    assert (tmp_path / "metrics.jsonl").read_text() == before
+
+    def no_space(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:
+        m.setattr(writer._tb._writer._py_recordio_writer, "flush", no_space)
+        with pytest.raises(WriteError, match=r"^cannot write TensorBoard events in .*: No space"):
+            writer.write(3, "train", {"loss": 0.5})
+    assert writer._tb._writer._py_recordio_writer._writer.closed
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", no_space)
+        with pytest.raises(WriteError, match=r"^cannot write .*a.json: No space left .* free\)$"):
+            write_json(str(tmp_path / "a.json"), {})
+    assert not (tmp_path / "a.json").exists()
+
+    with open(tmp_path / "metrics.jsonl", "a") as f:  # a kill mid-write: a line cut short
+        f.write('{"step": 3, "kind": "tr')
+    MetricsWriter(str(tmp_path), resume_step=2)  # step 3 was written before TensorBoard failed
+    assert (tmp_path / "metrics.jsonl").read_text() == before
+
+
+# --- a read-only workdir ---------------------------------------------------------------------
+
+
+def test_a_read_only_workdir_is_one_line(tfds_dir, tmp_path):
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as ro:
+        for workdir in (ro, ro / "run"):  # an existing workdir, and one to make
+            with pytest.raises(ValueError) as e:
+                train_and_evaluate(tiny(tfds_dir), str(workdir))
+            assert str(e.value) == f"--workdir={workdir}: Read-only file system"
