@@ -125,6 +125,47 @@ def test_inconsistent_cluster_values_are_rejected():
     assert Cluster().validate(distributed=False) == Cluster()
 
 
+LATE_LOG = """
+import os, threading, time
+from absl import app, flags
+from experiments.flags import run_cleanly
+
+flags.DEFINE_boolean("distributed", False, "run as the child of a supervisor")
+
+
+def late_log():  # a runtime thread (JAX's C++ client) that logs after the error
+    time.sleep(0.5)
+    os.write(2, b"a late log line\\n")
+
+
+def main(argv):
+    threading.Thread(target=late_log).start()  # not a daemon: the exit waits for it
+    raise ValueError("boom")
+
+
+app.run(run_cleanly(main, (ValueError,), supervised=True))
+"""
+
+
+def test_the_supervisor_prints_the_error_last(tmp_path):
+    """A thread logging after the one-line error follows it in a lone process; with
+    --distributed the supervisor prints the child's line once the child is gone."""
+    script = tmp_path / "late.py"
+    script.write_text(LATE_LOG)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO}
+    for flag, last in (("--nodistributed", "a late log line"), ("--distributed", "error: boom")):
+        out = subprocess.run(
+            [sys.executable, str(script), flag],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 1 and lines[-1] == last, out.stderr[-2000:]
+        assert lines.count("error: boom") == 1 and "a late log line" in lines
+
+
 def saved_steps(workdir) -> list[int]:
     directory = workdir / "checkpoints"
     return [int(d) for d in os.listdir(directory) if d.isdigit()] if directory.exists() else []
