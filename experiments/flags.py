@@ -72,7 +72,14 @@ def run_cleanly(
 
     def wrapped(argv):
         from fcn_jax.outputs import WriteError
-        from fcn_jax.process import label, lost_process_error, report_last, supervise, timeout_s
+        from fcn_jax.process import (
+            label,
+            lost_process_error,
+            report_last,
+            several_processes,
+            supervise,
+            timeout_s,
+        )
 
         f = flags.FLAGS
         if supervised and f.distributed:  # before any JAX call: see supervise
@@ -93,6 +100,10 @@ def run_cleanly(
             if not isinstance(e, (*errors, WriteError)):
                 raise
             report_last(f"error: {label()}{e}")
+            if several_processes():  # an error of this process alone (a held workdir, its
+                # disk): JAX's shutdown would wait minutes for the others at a barrier
+                sys.stdout.flush()
+                os._exit(1)
             sys.exit(1)
 
     return wrapped

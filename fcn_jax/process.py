@@ -163,10 +163,15 @@ def _initialize(cluster: Cluster) -> None:
     )
 
 
+def several_processes() -> bool:
+    """Whether this process, set up by :func:`setup_process`, is one of several."""
+    return bool(_done) and jax.process_count() > 1
+
+
 def label() -> str:
     """``"[process I] "`` in a run of several processes, else ``""``: what other processes'
     log lines and errors start with."""
-    return f"[process {jax.process_index()}] " if _done and jax.process_count() > 1 else ""
+    return f"[process {jax.process_index()}] " if several_processes() else ""
 
 
 class _ProcessLabel(logging_std.Filter):
@@ -189,9 +194,14 @@ def lost_process_error(error: Exception, timeout_s: float) -> LostProcessError |
     process alive after that: the error is this process's own)."""
     if not _done or not _done.distributed or jax.process_count() < 2:
         return None
-    # A runtime failure may be a peer's death the service has yet to notice: wait for it.
-    waits = any(isinstance(e, jax.errors.JaxRuntimeError) for e in _chain(error))
-    lost, deadline = _lost_processes(), time.monotonic() + (timeout_s if waits else 0)
+    # Only a runtime failure (a dispatch, a collective) can be a peer's death. Asking who is
+    # alive is itself collective (it returns once every live process has asked), so another
+    # error, this process's own (a held workdir, a full disk), must not ask: it would wait
+    # there until the others fail too.
+    if not any(isinstance(e, jax.errors.JaxRuntimeError) for e in _chain(error)):
+        return None
+    # The service may have yet to notice the death: wait for it.
+    lost, deadline = _lost_processes(), time.monotonic() + timeout_s
     while not lost and time.monotonic() < deadline:
         lost = _lost_processes()
         if not lost:

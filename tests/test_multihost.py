@@ -1,6 +1,7 @@
 """Two real processes of JAX's distributed runtime on 127.0.0.1 (CPU, one device each):
-train and compare with one writer, one-line errors for the cluster flags, and a lost process
-survived: the other exits with one line naming it, and rerunning resumes to the same result."""
+train and compare with one writer, one-line errors for the cluster flags, a held workdir
+refused at once, the one-line error printed last, and a lost process survived: the other exits
+with one line naming it, and rerunning resumes to the same result."""
 
 import json
 import os
@@ -18,6 +19,7 @@ from tiny import TINY_TRAIN
 from fcn_jax.checkpoint import restore_model
 from fcn_jax.data import load_dataset
 from fcn_jax.process import Cluster
+from fcn_jax.workdir_lock import WorkdirLock
 
 TIMEOUT_S = 10  # --distributed_timeout_s of every run here
 TINY = {**TINY_TRAIN, "buckets": "auto:2", "eval_examples": 16, "eval_batch_size": 16}
@@ -123,6 +125,21 @@ def test_inconsistent_cluster_values_are_rejected():
         with pytest.raises(ValueError, match=f"^{message}"):
             cluster.validate(distributed=True)
     assert Cluster().validate(distributed=False) == Cluster()
+
+
+def test_a_held_workdir_stops_both_processes_at_once(data_dir, tmp_path):
+    """Process 0 holds the lock: refused, it stops at once in one line (not at JAX's shutdown
+    barrier, minutes later); process 1 then reports it lost."""
+    with WorkdirLock(str(tmp_path)) as lock:
+        lock.acquire()
+        done = run_pythons(
+            *on_two("experiments.train", train_flags(data_dir, tmp_path)), timeout=150
+        )
+    last = [p.stderr.strip().splitlines()[-1] for p in done]
+    assert [p.returncode for p in done] == [1, 1], last
+    assert last[0].startswith(f"error: [process 0] --workdir={tmp_path} is in use by the run of ")
+    assert f"pid {os.getpid()}" in last[0]
+    assert last[1].startswith("error: [process 1] lost process 0 of 2"), last[1]
 
 
 LATE_LOG = """
