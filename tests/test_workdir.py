@@ -75,9 +75,10 @@ def test_a_second_run_into_a_running_runs_workdir_exits_at_once(tfds_dir, tmp_pa
     """The first run is paused (SIGSTOP) once it holds the lock, so the second meets it
     running however slow the machine; the second exits 1 with one line, and the first then
     finishes with each step in metrics.jsonl once."""
-    flags = [f"--workdir={tmp_path}", f"--data_dir={tfds_dir}"] + [
-        f"--{k}={v}" for k, v in {**TINY_TRAIN, "buckets": "auto:2", "log_every": 1}.items()
-    ]
+    small_eval = {"eval_examples": 16, "eval_batch_size": 16, "eval_sizes": "24"}
+    values = {**TINY_TRAIN, **small_eval, "buckets": "auto:2", "log_every": 1}
+    flags = [f"--workdir={tmp_path}", f"--data_dir={tfds_dir}"]
+    flags += [f"--{k}={v}" for k, v in values.items()]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     train = [sys.executable, "-m", "experiments.train", *flags]
     pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
