@@ -71,15 +71,25 @@ def config_from_flags(config_cls):
 def run_cleanly(
     main: Callable, errors: tuple[type[BaseException], ...], supervised: bool = False
 ) -> Callable:
-    """Wrap an absl main so expected errors exit 1 with one line instead of a stack trace
-    (naming the process in a multi-host run). A multi-host run that lost a process exits 1
+    """Wrap an absl main so expected errors (``errors``, and a failed write of a result or
+    checkpoint: :class:`fcn_jax.outputs.WriteError`) exit 1 with one line instead of a stack
+    trace (naming the process in a multi-host run). A multi-host run that lost a process exits 1
     with one line naming it, at once: JAX's own shutdown would wait for the lost process. With
     ``--distributed`` a command that starts JAX's distributed runtime (``supervised``) runs as
     the child of a supervisor (:func:`fcn_jax.process.supervise`), which reports a lost
-    coordinator the same way."""
+    coordinator the same way and prints the child's one-line error once the child is gone, so
+    that it is always the last line."""
 
     def wrapped(argv):
-        from fcn_jax.process import label, lost_process_error, supervise, timeout_s
+        from fcn_jax.outputs import WriteError
+        from fcn_jax.process import (
+            label,
+            lost_process_error,
+            report_last,
+            several_processes,
+            supervise,
+            timeout_s,
+        )
 
         f = flags.FLAGS
         if supervised and f.distributed:  # before any JAX call: see supervise
@@ -93,14 +103,17 @@ def run_cleanly(
         except Exception as e:
             lost = lost_process_error(e, timeout_s())
             if lost is not None:  # exit at once: JAX's shutdown would wait for the lost one
-                print(f"error: {label()}{lost}", file=sys.stderr, flush=True)
+                report_last(f"error: {label()}{lost}")  # the supervisor prints it last
                 sys.stdout.flush()
-                # JAX's threads may still log the loss: the line above stays the last one.
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())  # less noise
                 os._exit(1)
-            if not isinstance(e, errors):
+            if not isinstance(e, (*errors, WriteError)):
                 raise
-            print(f"error: {label()}{e}", file=sys.stderr)
+            report_last(f"error: {label()}{e}")
+            if several_processes():  # an error of this process alone (a held workdir, its
+                # disk): JAX's shutdown would wait minutes for the others at a barrier
+                sys.stdout.flush()
+                os._exit(1)
             sys.exit(1)
 
     return wrapped

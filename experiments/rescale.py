@@ -35,6 +35,12 @@ TRAIN = flags.DEFINE_integer("train", 10000, "Examples in the train split.")
 VAL = flags.DEFINE_integer("val", 2000, "Examples in the validation split.")
 TEST = flags.DEFINE_integer("test", 50000, "Examples in the test split.")
 DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (TFDS sources).")
+ALLOW_PICKLE = flags.DEFINE_boolean(
+    "allow_pickle",
+    False,
+    "read object arrays of an npz source by unpickling them: only for files you trust "
+    "(unpickling a crafted file runs its code)",
+)
 
 
 def check_flags() -> dict[str, int]:
@@ -62,7 +68,8 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
     counts = check_flags()
-    from fcn_jax.data.rescale import SPLITS, rescale_dataset, save_npz  # after the checks: slow
+    from fcn_jax.data.arrays import save_npz  # after the checks: slow imports
+    from fcn_jax.data.rescale import SPLITS, rescale_dataset
 
     start = time.perf_counter()
     arrays = rescale_dataset(
@@ -72,6 +79,7 @@ def main(argv: list[str]) -> None:
         max_scale=MAX_SCALE.value,
         seed=SEED.value,
         data_dir=DATA_DIR.value,
+        allow_pickle=ALLOW_PICKLE.value,
     )
     save_npz(OUT.value, arrays)
     images = arrays["train_images"]

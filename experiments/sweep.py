@@ -40,6 +40,7 @@ from fcn_jax.config import TrainConfig, field_help
 from fcn_jax.process import Cluster
 from fcn_jax.runs import grid as grids
 from fcn_jax.runs import launch, sweep, sweep_results
+from fcn_jax.workdir_lock import WorkdirLock
 
 define_flags(TrainConfig, field_help())
 define_cluster_flags()
@@ -94,6 +95,15 @@ def main(argv):
     f = flags.FLAGS
     cluster = sweep_cluster()
     writer = cluster is None or cluster.process_id == 0  # the sweep's files: process 0's
+    # One sweep per workdir, held by process 0 (--aggregate_only may run beside it).
+    with WorkdirLock(f.workdir, holder=writer and not f.aggregate_only) as lock:
+        lock.acquire()
+        return sweep_and_aggregate(cluster, writer, lock)
+
+
+def sweep_and_aggregate(cluster, writer: bool, lock: WorkdirLock) -> int:
+    """Plan, launch (or submit) and aggregate the sweep; the exit status."""
+    f, busy = flags.FLAGS, False
     if not f.aggregate_only:
         files = [grids.load_grid_file(f.grid)] if f.grid else []
         grid = grids.merge_grids(*files, grids.parse_set(f.set))
@@ -106,6 +116,7 @@ def main(argv):
         command = ["python", "-m", "experiments.sweep", *sys.argv[1:]]
         if writer:
             sweep.prepare(f.workdir, runs, grid, seeds, base, command)
+            lock.acquire()  # a workdir made just now
             print(f"{len(runs)} runs in {f.workdir}/runs")
         launch_kw = dict(command=[f.python, "-m", "experiments.train"], cwd=PROJECT_ROOT)
         if f.launcher == "slurm":
@@ -115,8 +126,9 @@ def main(argv):
         )
         if not writer:
             return 1 if "failed" in status.values() else 0
+        busy = "busy" in status.values()  # a run another live one holds: not done
     rows = sweep_results.aggregate(f.workdir)
-    return 1 if any(r["status"] == "failed" for r in rows) else 0
+    return 1 if busy or any(r["status"] == "failed" for r in rows) else 0
 
 
 if __name__ == "__main__":

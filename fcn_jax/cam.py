@@ -12,11 +12,13 @@ Pure numpy + PIL + matplotlib colormaps (no pyplot); training's evaluation can c
 
 from __future__ import annotations
 
-import os
+import io
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
+
+from fcn_jax.outputs import write_atomic
 
 # --- localization metric -------------------------------------------------------------------
 
@@ -106,8 +108,7 @@ def cam_overlay(
 
 
 def save_png(array: np.ndarray, path: str) -> None:
-    """Write a uint8 (H, W, 3) array as PNG (atomically: temp file + rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    """Write a uint8 (H, W, 3) array as PNG, atomically (a failure leaves no partial file)."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    write_atomic(path, buffer.getvalue())

@@ -1,12 +1,18 @@
 """Checkpoints with orbax: train state (model, optimizer, step) plus JSON metadata (loader
 position, seed, model spec). Orbax writes each step to a temporary directory and renames it
-when complete, so a killed run leaves either a whole checkpoint or none."""
+when complete, so a killed run leaves either a whole checkpoint or none; a save that fails
+(a full disk) removes its partial directory and is one line, the last good checkpoint kept.
+
+What loading one trusts: orbax reads tensors and JSON, never a pickle, so a checkpoint from
+elsewhere runs no code when restored (its values are whatever its author saved)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -15,6 +21,7 @@ from flax import nnx
 
 from fcn_jax.models import FCN, ModelSpec
 from fcn_jax.models.presets import abstract_model
+from fcn_jax.outputs import WriteError, failure_reason, space_left
 
 
 class CheckpointError(RuntimeError):
@@ -52,14 +59,46 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def save(self, step: int, state: Any, meta: dict) -> None:
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-            ),
-            force=True,
-        )
-        self._manager.wait_until_finished()
+        """Save ``step``; a failure is a one-line :class:`~fcn_jax.outputs.WriteError` (what,
+        where, the space left) after its partial directory is removed: the older
+        checkpoints stay as they were, and a rerun resumes from the newest."""
+        try:
+            with _quiet_orbax():
+                self._manager.save(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                    ),
+                    force=True,
+                )
+                self._manager.wait_until_finished()
+        except Exception as e:  # orbax raises many types: OSError, ValueError (tensorstore)...
+            free = space_left(self.directory)
+            if jax.process_index() == 0:
+                self._remove_partial(step)
+            kept = [s for s in self._saved_steps() if s < step]
+            then = (
+                f"checkpoint {max(kept)} is kept: rerun the same command once there is room to "
+                "resume from it"
+                if kept
+                else "no earlier checkpoint: rerun the same command once there is room"
+            )
+            raise WriteError(
+                f"cannot save checkpoint {step} in {self.directory}: {failure_reason(e)} "
+                f"({free}); {then}"
+            ) from e
+
+    def _saved_steps(self) -> list[int]:
+        """Steps of the finished checkpoint directories, read from the disk."""
+        names = os.listdir(self.directory) if os.path.isdir(self.directory) else []
+        return [int(n) for n in names if n.isdigit()]
+
+    def _remove_partial(self, step: int) -> None:
+        """The directory a failed save of ``step`` left (orbax's temporary one, or the step's
+        own if it got that far): gone, so its space is free and no rerun trips on it."""
+        for name in os.listdir(self.directory) if os.path.isdir(self.directory) else []:
+            if name == str(step) or name.startswith(f"{step}.orbax-checkpoint-tmp"):
+                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
     def restore(self, abstract_state: Any | None = None) -> tuple[Any, dict] | None:
         """The newest ``(state, meta)`` that restores, or None when there is no checkpoint.
@@ -92,28 +131,44 @@ class Checkpointer:
 
     def _restore_step(self, step: int, abstract_state: Any | None) -> tuple[Any, dict]:
         where = os.path.join(self.directory, str(step))
-        asyncio_log = logging.getLogger("asyncio")
-        level = asyncio_log.level
-        asyncio_log.setLevel(logging.CRITICAL)  # a failed read logs tracebacks from its tasks
         try:
-            target = abstract_state if abstract_state is not None else _on_this_device(where)
-            restored = self._manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(target),
-                    meta=ocp.args.JsonRestore(),
-                ),
-            )
+            with _quiet_orbax():  # a failed read logs tracebacks from its tasks and threads
+                target = abstract_state if abstract_state is not None else _on_this_device(where)
+                restored = self._manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(target),
+                        meta=ocp.args.JsonRestore(),
+                    ),
+                )
         except Exception as e:  # orbax raises many types; all mean "this can't be used"
             raise _Unreadable(f"cannot restore checkpoint {where}: {_one_line(e)}") from e
-        finally:
-            asyncio_log.setLevel(level)
         if abstract_state is not None:
             want = jax.tree.map(lambda a: (tuple(a.shape), str(a.dtype)), abstract_state)
             got = jax.tree.map(lambda a: (tuple(a.shape), str(a.dtype)), restored.state)
             if want != got:
                 raise CheckpointError(f"checkpoint {where} does not match this model/optimizer")
         return restored.state, restored.meta
+
+
+class _DropOrbaxErrors(logging.Filter):
+    def filter(self, record):
+        return record.levelno < logging.ERROR or "orbax" not in record.pathname
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Around a save or restore whose failure this module reports in one line: orbax's
+    threads log the same failure with tracebacks (absl), and asyncio its failed tasks."""
+    asyncio_log, absl_log = logging.getLogger("asyncio"), logging.getLogger("absl")
+    level, drop = asyncio_log.level, _DropOrbaxErrors()
+    asyncio_log.setLevel(logging.CRITICAL)
+    absl_log.addFilter(drop)
+    try:
+        yield
+    finally:
+        asyncio_log.setLevel(level)
+        absl_log.removeFilter(drop)
 
 
 def _on_this_device(where: str):

@@ -266,6 +266,13 @@ class TrainConfig:
         "archive's protocol), dataset (the train split's per-channel mean and std) or none "
         "(default: series for univariate, dataset for multivariate data)",
     )
+    allow_pickle: bool = _field(
+        False,
+        "read object arrays of npz files by unpickling them: only for files you trust "
+        "(unpickling a crafted file runs its code)",
+        resumable=True,
+        affects_results=False,
+    )
 
     def resolved(self, defaults: dict | None = None) -> TrainConfig:
         """A validated copy with every unset field filled: the recipe's value, else

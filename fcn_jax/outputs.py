@@ -1,17 +1,78 @@
-"""Result files: atomic JSON, metrics.jsonl plus TensorBoard events (no TensorFlow needed)."""
+"""Result files: atomic JSON, metrics.jsonl plus TensorBoard events (no TensorFlow needed).
+A write that fails (a full disk, a read-only one) is a one-line :class:`WriteError` naming the
+file and the space left, and leaves no partial file or record behind."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 from typing import Any
 
+log = logging.getLogger(__name__)
+
+
+class WriteError(OSError):
+    """A result or checkpoint that could not be written: one line saying what, where and how
+    much space is left there (entry points print it as their error)."""
+
+
+def space_left(path: str) -> str:
+    """``"1.2 MiB free"`` on the filesystem of ``path`` (its nearest existing ancestor)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    try:
+        free = float(shutil.disk_usage(path).free)
+    except OSError:
+        return "free space unknown"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if free < 1024 or unit == "GiB":
+            break
+        free /= 1024
+    return f"{free:.3g} {unit} free" if unit != "B" else f"{int(free)} B free"
+
+
+def failure_reason(error: BaseException) -> str:
+    """Why a write failed, in a few words: the OS's reason where one is in the chain of
+    ``error`` or named in its text (tensorstore wraps it in a long message), else its first
+    line."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    text = str(error).strip()
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        if os.strerror(code) in text:
+            return os.strerror(code)
+    return f"{type(error).__name__}: {text.splitlines()[0][:200] if text else ''}"
+
+
+def write_failed(path: str, error: BaseException, what: str = "") -> WriteError:
+    """The :class:`WriteError` of a failed write of ``path`` (``what``: e.g. "checkpoint")."""
+    if isinstance(error, WriteError):
+        return error
+    target = f"{what} {path}" if what else path
+    return WriteError(f"cannot write {target}: {failure_reason(error)} ({space_left(path)})")
+
 
 def write_atomic(path: str, data: bytes | str) -> None:
-    """Write a file so that readers see the old or the new content, never a partial one."""
+    """Write a file so that readers see the old or the new content, never a partial one; a
+    failure is a :class:`WriteError`."""
+    try:
+        _write_atomic(path, data)
+    except OSError as e:
+        raise write_failed(path, e) from e
+
+
+def _write_atomic(path: str, data: bytes | str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
@@ -64,8 +125,7 @@ class MetricsWriter:
         if not os.path.exists(self.path):
             write_atomic(self.path, "")
         else:
-            with open(self.path) as f:
-                records = [json.loads(line) for line in f if line.strip()]
+            records = _read_records(self.path)
             kept = [
                 r
                 for r in records
@@ -80,10 +140,8 @@ class MetricsWriter:
         found = None
         if not os.path.exists(self.path):
             return None
-        with open(self.path) as f:
-            for line in f:
-                record = json.loads(line)
-                found = record if record["kind"] == kind else found
+        for record in _read_records(self.path):
+            found = record if record["kind"] == kind else found
         return found
 
     def write(self, step: int, kind: str, values: dict[str, Any]) -> None:
@@ -92,8 +150,10 @@ class MetricsWriter:
         if self._tb is None:  # not the writer
             return
         record = {"step": int(step), "kind": kind, **values}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            _append(self.path, (json.dumps(record) + "\n").encode())
+        except OSError as e:
+            raise write_failed(self.path, e) from e
         suffix = f"/{values['size']}" if "size" in values else ""
         scalars = {
             f"{kind}/{key}{suffix}": value
@@ -107,6 +167,41 @@ class MetricsWriter:
             self._tb.close()
 
 
+def _read_records(path: str) -> list[dict]:
+    """The records of a metrics.jsonl; a last line cut short (a kill mid-write) is dropped."""
+    with open(path) as f:
+        lines = [line for line in f if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if i < len(lines) - 1:
+                raise
+            log.warning("%s: dropped its last line, cut short: %.80s", path, line)
+    return records
+
+
+def _append(path: str, data: bytes) -> None:
+    """Append ``data`` whole or not at all: a failed write is cut off again, so that no
+    partial record is left for a resume to trip on."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:  # the reader drops a last line cut short
+                pass
+            raise
+    finally:
+        os.close(fd)
+
+
 class _EventFile:
     """A TensorBoard event file written synchronously: tensorboardX's ``SummaryWriter`` hands
     events to a background thread, so its ``flush`` can return before they reach the file and
@@ -117,14 +212,16 @@ class _EventFile:
         from tensorboardX.event_file_writer import EventsWriter
         from tensorboardX.proto.event_pb2 import Event, SessionLog
 
-        os.makedirs(logdir, exist_ok=True)
-        # The name tensorboardX gives has whole seconds: a suffix keeps a quick resume's file apart.
-        suffix = f".{time.time_ns()}"
-        self._writer = EventsWriter(os.path.join(logdir, "events"), filename_suffix=suffix)
-        # TensorBoard drops the earlier files' events from purge_step on (a resumed run).
-        start = SessionLog(status=SessionLog.START)
-        self._writer.write_event(Event(step=purge_step, session_log=start))
-        self._writer.flush()
+        self._logdir = logdir
+        with self._failing_as_write_error():
+            os.makedirs(logdir, exist_ok=True)
+            # tensorboardX's names have whole seconds: a suffix keeps a quick resume's apart.
+            suffix = f".{time.time_ns()}"
+            self._writer = EventsWriter(os.path.join(logdir, "events"), filename_suffix=suffix)
+            # TensorBoard drops the earlier files' events from purge_step on (a resumed run).
+            start = SessionLog(status=SessionLog.START)
+            self._writer.write_event(Event(step=purge_step, session_log=start))
+            self._writer.flush()
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
         from tensorboardX.proto.event_pb2 import Event
@@ -132,8 +229,25 @@ class _EventFile:
 
         values = [Summary.Value(tag=tag, simple_value=v) for tag, v in scalars.items()]
         event = Event(wall_time=time.time(), step=step, summary=Summary(value=values))
-        self._writer.write_event(event)
-        self._writer.flush()
+        with self._failing_as_write_error():
+            self._writer.write_event(event)
+            self._writer.flush()
 
     def close(self) -> None:
-        self._writer.close()
+        with self._failing_as_write_error():
+            self._writer.close()
+
+    @contextlib.contextmanager
+    def _failing_as_write_error(self):
+        """An OS error as a :class:`WriteError`, the file closed at once: its buffer would
+        otherwise fail again, in a message of its own, when the interpreter exits."""
+        try:
+            yield
+        except OSError as e:
+            writer = getattr(getattr(self, "_writer", None), "_py_recordio_writer", None)
+            try:
+                if writer is not None:
+                    writer.close()
+            except OSError:
+                pass
+            raise write_failed(self._logdir, e, "TensorBoard events in") from e

@@ -163,10 +163,15 @@ def _initialize(cluster: Cluster) -> None:
     )
 
 
+def several_processes() -> bool:
+    """Whether this process, set up by :func:`setup_process`, is one of several."""
+    return bool(_done) and jax.process_count() > 1
+
+
 def label() -> str:
     """``"[process I] "`` in a run of several processes, else ``""``: what other processes'
     log lines and errors start with."""
-    return f"[process {jax.process_index()}] " if _done and jax.process_count() > 1 else ""
+    return f"[process {jax.process_index()}] " if several_processes() else ""
 
 
 class _ProcessLabel(logging_std.Filter):
@@ -189,9 +194,14 @@ def lost_process_error(error: Exception, timeout_s: float) -> LostProcessError |
     process alive after that: the error is this process's own)."""
     if not _done or not _done.distributed or jax.process_count() < 2:
         return None
-    # A runtime failure may be a peer's death the service has yet to notice: wait for it.
-    waits = any(isinstance(e, jax.errors.JaxRuntimeError) for e in _chain(error))
-    lost, deadline = _lost_processes(), time.monotonic() + (timeout_s if waits else 0)
+    # Only a runtime failure (a dispatch, a collective) can be a peer's death. Asking who is
+    # alive is itself collective (it returns once every live process has asked), so another
+    # error, this process's own (a held workdir, a full disk), must not ask: it would wait
+    # there until the others fail too.
+    if not any(isinstance(e, jax.errors.JaxRuntimeError) for e in _chain(error)):
+        return None
+    # The service may have yet to notice the death: wait for it.
+    lost, deadline = _lost_processes(), time.monotonic() + timeout_s
     while not lost and time.monotonic() < deadline:
         lost = _lost_processes()
         if not lost:
@@ -233,8 +243,23 @@ def timeout_s() -> float:
     return float(_done.cluster.distributed_timeout_s) if _done else 0.0
 
 
-# Set in the environment of the process a supervisor starts (:func:`supervise`).
+# Set in the environment of the process a supervisor starts (:func:`supervise`): the file
+# descriptor of the pipe its final line goes to (:func:`report_last`).
 _SUPERVISED = "FCN_SUPERVISED"
+_last_line_fd: int | None = None  # in a supervised child
+
+
+def report_last(line: str) -> None:
+    """The command's last line (its one-line error): in a supervised child, handed to the
+    supervisor, which prints it once this process is gone, so that nothing this process's
+    threads log (JAX's C++ runtime) can follow it; else printed to stderr here."""
+    if _last_line_fd is not None:
+        try:
+            os.write(_last_line_fd, (line + "\n").encode())
+            return
+        except OSError:  # the supervisor is gone: say it here
+            pass
+    print(line, file=sys.stderr, flush=True)
 
 
 def supervise(process_id: int | None, num_processes: int | None) -> int | None:
@@ -242,18 +267,28 @@ def supervise(process_id: int | None, num_processes: int | None) -> int | None:
     that child; go on). A multi-host command runs this way because JAX's distributed client
     ends its process with SIGABRT, from a C++ thread Python cannot catch, when the
     coordination service (process 0's) is gone: the supervisor then says so in one line and
-    exits 1. It forwards SIGINT and SIGTERM, and the child dies with it (Linux)."""
-    if os.environ.pop(_SUPERVISED, None):  # popped: the processes this one starts are new
+    exits 1. The child's own one-line error comes through a pipe and is printed after the
+    child is gone: always the last line. It forwards SIGINT and SIGTERM, and the child dies
+    with it (Linux)."""
+    global _last_line_fd
+    if (fd := os.environ.pop(_SUPERVISED, None)) is not None:  # popped: not for its children
+        _last_line_fd = int(fd)
         return None
+    read, write = os.pipe()
     child = subprocess.Popen(
         [sys.executable, *sys.orig_argv[1:]],
-        env={**os.environ, _SUPERVISED: "1"},
+        env={**os.environ, _SUPERVISED: str(write)},
+        pass_fds=(write,),
         preexec_fn=_die_with_parent,
     )
+    os.close(write)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda n, _: child.send_signal(n))
     status = child.wait()
-    if status != -signal.SIGABRT:
+    last = _read_available(read)
+    if last:
+        print(last.rstrip("\n"), file=sys.stderr, flush=True)
+    if last or status != -signal.SIGABRT:
         return status if status >= 0 else 128 - status
     me = process_id if process_id is not None else _scheduler_rank()
     who = f"[process {me}] " if me is not None else ""
@@ -267,6 +302,21 @@ def supervise(process_id: int | None, num_processes: int | None) -> int | None:
         flush=True,
     )
     return 1
+
+
+def _read_available(fd: int) -> str:
+    """What the pipe holds now, without waiting (a process the child forked may hold its
+    write end open), and the pipe closed."""
+    os.set_blocking(fd, False)
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode(errors="replace")
 
 
 def _scheduler_rank() -> int | None:

@@ -19,6 +19,7 @@ from fcn_jax.evaluate import Evaluator
 from fcn_jax.outputs import write_json
 from fcn_jax.setup import Setup, build
 from fcn_jax.train import Trained, prepare_workdir, train
+from fcn_jax.workdir_lock import WorkdirLock
 
 
 def train_and_evaluate(config: TrainConfig, workdir: str, dataset: Dataset | None = None) -> dict:
@@ -26,13 +27,18 @@ def train_and_evaluate(config: TrainConfig, workdir: str, dataset: Dataset | Non
 
     ``config`` may leave fields unset (None): they are resolved first (recipe, defaults).
     ``dataset``: ``config.dataset`` when the caller has it open already (see
-    :func:`~fcn_jax.setup.build`)."""
+    :func:`~fcn_jax.setup.build`). A workdir another live run holds is a one-line
+    :class:`~fcn_jax.workdir_lock.WorkdirBusy` (a ``ValueError``)."""
     start_time = time.perf_counter()
-    setup = build(config, dataset)
-    prepare_workdir(workdir)
-    evaluator = make_evaluator(setup)
-    trained = train(setup, workdir, lambda state: evaluator.at_sizes(state, setup.eval_sizes))
-    return evaluate_run(setup, trained, evaluator, workdir, start_time)
+    # One run per workdir, held by process 0 for the run's lifetime (fcn_jax.workdir_lock).
+    with WorkdirLock(workdir, holder=jax.process_index() == 0) as lock:
+        lock.acquire()  # an existing workdir: a run already in it stops this one before building
+        setup = build(config, dataset)
+        prepare_workdir(workdir)
+        lock.acquire()  # a workdir made just now
+        evaluator = make_evaluator(setup)
+        trained = train(setup, workdir, lambda state: evaluator.at_sizes(state, setup.eval_sizes))
+        return evaluate_run(setup, trained, evaluator, workdir, start_time)
 
 
 def make_evaluator(setup: Setup) -> Evaluator:

@@ -48,6 +48,7 @@ def open_dataset(config: TrainConfig) -> Dataset:
         skip_corrupt=config.skip_corrupt,
         pixel_range=config.pixel_bounds(),
         normalize=config.normalize,
+        allow_pickle=config.allow_pickle,
     )
 
 

@@ -30,11 +30,11 @@ def tfds_dir(tmp_path_factory) -> str:
 def small(tmp_path_factory):
     """60 random 2-D uint8 examples of sizes in [4, 20] (npz), for fast loader tests."""
     from fcn_jax.data import load_dataset  # after JAX_PLATFORMS is set
+    from fcn_jax.data.arrays import save_npz
 
     rng = np.random.default_rng(0)
-    images = np.empty(60, object)
-    images[:] = [rng.integers(0, 256, rng.integers(4, 21, 2), dtype=np.uint8) for _ in range(60)]
-    path = tmp_path_factory.mktemp("npz") / "small.npz"
-    np.savez(path, train_images=images, train_labels=np.arange(60) % 5, test_images=images[:7],
-             test_labels=np.arange(7) % 5)  # fmt: skip
+    images = [rng.integers(0, 256, rng.integers(4, 21, 2), dtype=np.uint8) for _ in range(60)]
+    path = str(tmp_path_factory.mktemp("npz") / "small.npz")
+    save_npz(path, dict(train_images=images, train_labels=np.arange(60) % 5,
+                        test_images=images[:7], test_labels=np.arange(7) % 5))  # fmt: skip
     return load_dataset(f"npz:{path}")

@@ -25,6 +25,7 @@ from fcn_jax.data import (
     resize,
     resolve_buckets,
 )
+from fcn_jax.data.arrays import save_npz
 from fcn_jax.data.policies import assign_buckets
 
 
@@ -362,10 +363,12 @@ def test_eval_bbox_follows_the_transform(digits):
 
 
 def test_eval_1d(tmp_path):
-    signals = np.empty(5, object)
-    signals[:] = [np.arange(n, dtype=np.float32) for n in (5, 9, 12, 3, 7)]
-    np.savez(tmp_path / "s.npz", train_images=signals, train_labels=np.arange(5),
-             test_images=signals, test_labels=np.arange(5))  # fmt: skip
+    signals = [np.arange(n, dtype=np.float32) for n in (5, 9, 12, 3, 7)]
+    split = dict(images=signals, labels=np.arange(5))
+    save_npz(
+        str(tmp_path / "s.npz"),
+        {f"{s}_{k}": v for s in ("train", "test") for k, v in split.items()},
+    )
     ds = load_dataset(f"npz:{tmp_path}/s.npz", pixel_range=(0.0, 12.0))  # values 0..11
     batches = list(EvalLoader(ds.test, None, batch_size=2, buckets=[(8,), (12,)], min_size=(4,)))
     assert [b["image"].shape for b in batches] == [(2, 8, 1)] * 2 + [(2, 12, 1)]

@@ -1,6 +1,7 @@
 """Two real processes of JAX's distributed runtime on 127.0.0.1 (CPU, one device each):
-train and compare with one writer, one-line errors for the cluster flags, and a lost process
-survived: the other exits with one line naming it, and rerunning resumes to the same result."""
+train and compare with one writer, one-line errors for the cluster flags, a held workdir
+refused at once, the one-line error printed last, and a lost process survived: the other exits
+with one line naming it, and rerunning resumes to the same result."""
 
 import json
 import os
@@ -18,6 +19,7 @@ from tiny import TINY_TRAIN
 from fcn_jax.checkpoint import restore_model
 from fcn_jax.data import load_dataset
 from fcn_jax.process import Cluster
+from fcn_jax.workdir_lock import WorkdirLock
 
 TIMEOUT_S = 10  # --distributed_timeout_s of every run here
 TINY = {**TINY_TRAIN, "buckets": "auto:2", "eval_examples": 16, "eval_batch_size": 16}
@@ -123,6 +125,62 @@ def test_inconsistent_cluster_values_are_rejected():
         with pytest.raises(ValueError, match=f"^{message}"):
             cluster.validate(distributed=True)
     assert Cluster().validate(distributed=False) == Cluster()
+
+
+def test_a_held_workdir_stops_both_processes_at_once(data_dir, tmp_path):
+    """Process 0 holds the lock: refused, it stops at once in one line (not at JAX's shutdown
+    barrier, minutes later); process 1 then reports it lost."""
+    with WorkdirLock(str(tmp_path)) as lock:
+        lock.acquire()
+        done = run_pythons(
+            *on_two("experiments.train", train_flags(data_dir, tmp_path)), timeout=150
+        )
+    last = [p.stderr.strip().splitlines()[-1] for p in done]
+    assert [p.returncode for p in done] == [1, 1], last
+    assert last[0].startswith(f"error: [process 0] --workdir={tmp_path} is in use by the run of ")
+    assert f"pid {os.getpid()}" in last[0]
+    assert last[1].startswith("error: [process 1] lost process 0 of 2"), last[1]
+
+
+LATE_LOG = """
+import os, threading, time
+from absl import app, flags
+from experiments.flags import run_cleanly
+
+flags.DEFINE_boolean("distributed", False, "run as the child of a supervisor")
+
+
+def late_log():  # a runtime thread (JAX's C++ client) that logs after the error
+    time.sleep(0.5)
+    os.write(2, b"a late log line\\n")
+
+
+def main(argv):
+    threading.Thread(target=late_log).start()  # not a daemon: the exit waits for it
+    raise ValueError("boom")
+
+
+app.run(run_cleanly(main, (ValueError,), supervised=True))
+"""
+
+
+def test_the_supervisor_prints_the_error_last(tmp_path):
+    """A thread logging after the one-line error follows it in a lone process; with
+    --distributed the supervisor prints the child's line once the child is gone."""
+    script = tmp_path / "late.py"
+    script.write_text(LATE_LOG)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO}
+    for flag, last in (("--nodistributed", "a late log line"), ("--distributed", "error: boom")):
+        out = subprocess.run(
+            [sys.executable, str(script), flag],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 1 and lines[-1] == last, out.stderr[-2000:]
+        assert lines.count("error: boom") == 1 and "a late log line" in lines
 
 
 def saved_steps(workdir) -> list[int]:

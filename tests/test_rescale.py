@@ -7,7 +7,8 @@ import pytest
 from commands import run_pythons
 
 from fcn_jax.data import DataError, load_dataset
-from fcn_jax.data.rescale import rescale_dataset, rescale_images, save_npz, stratified_split
+from fcn_jax.data.arrays import save_npz
+from fcn_jax.data.rescale import rescale_dataset, rescale_images, stratified_split
 
 COUNTS = {"train": 120, "val": 30, "test": 120}
 SIDES = np.array([8, 12, 16, 20, 24])  # class k: a centred bright square of side SIDES[k]

@@ -1,5 +1,7 @@
 """load_dataset: TFDS builders and names (mocked), npz and folder round-trips, bad-data errors."""
 
+import pickle
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -8,6 +10,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from fcn_jax.data import DataError, load_dataset
+from fcn_jax.data.arrays import save_npz
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +19,8 @@ def tfds_dir(tmp_path_factory):
 
 
 def _save_npz(path, **arrays):
-    np.savez(path, **arrays)
+    """The repository's writer: lists of per-example arrays as values + sizes, never pickled."""
+    save_npz(str(path), arrays)
     return f"npz:{path}"
 
 
@@ -177,9 +181,9 @@ def test_npz_variable_shapes(tmp_path_factory, dims, sizes):
     path = tmp_path_factory.mktemp("npz") / "v.npz"
     spec = _save_npz(
         path,
-        train_images=_objects(arrays),
+        train_images=arrays,
         train_labels=np.arange(len(arrays)),
-        test_images=_objects(arrays[:1]),
+        test_images=arrays[:1],
         test_labels=np.array([0]),
         num_classes=len(arrays) + 1,  # at least 2
     )
@@ -230,7 +234,7 @@ def _with(index, value, shape=(3, 4, 4)):
         ({"train_labels": np.zeros(3, int), "test_labels": np.zeros(2, int)}, "1 class; a "),
         ({"num_classes": 3, "class_names": np.array(["a", "b"])}, "disagree"),
         (
-            {"train_images": _objects([np.zeros((4, 4)), np.zeros((4, 4, 3)), np.zeros((2, 2))])},
+            {"train_images": [np.zeros((4, 4, 1)), np.zeros((4, 4, 3)), np.zeros((2, 2, 1))]},
             r"train_images: example 1 has shape \(4, 4, 3\)",
         ),
     ],
@@ -255,6 +259,64 @@ def test_npz_class_counts(tmp_path, caplog):
 def test_npz_missing_file(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         load_dataset(f"npz:{tmp_path}/nothing.npz")
+    (tmp_path / "p.npz").write_bytes(pickle.dumps({"train_images": 1}))
+    with pytest.raises(DataError, match="not an .npz file"):  # never unpickled, flag or not
+        load_dataset(f"npz:{tmp_path}/p.npz", allow_pickle=True)
+
+
+class _WritesFile:
+    """Unpickled, it writes a file: what a crafted npz can do to whoever reads it."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return exec, (f"open({self.path!r}, 'w').write('ran')",)
+
+
+def test_npz_object_arrays_need_allow_pickle(tmp_path):
+    """A crafted object array runs nothing: one line names --allow_pickle and why. With the
+    flag (trusted files) the old layout still reads, as the values + sizes layout does."""
+    marker, path = tmp_path / "ran.txt", tmp_path / "crafted.npz"
+    labels = {"train_labels": np.array([0, 1]), "test_labels": np.array([0, 1])}
+    images = _objects([np.zeros((4, 4), np.uint8), np.zeros((5, 3), np.uint8)])
+    np.savez(path, train_images=_objects([_WritesFile(marker), 0]), test_images=images, **labels)
+    with pytest.raises(DataError) as err:
+        load_dataset(f"npz:{path}")
+    message = str(err.value)
+    assert "--allow_pickle" in message and "runs any code" in message and "\n" not in message
+    assert message.startswith(f"npz:{path}: key train_images is an object array")
+    assert not marker.exists()
+    with pytest.raises(DataError):  # the file was really crafted: unpickling runs its code
+        load_dataset(f"npz:{path}", allow_pickle=True)
+    assert marker.read_text() == "ran"
+
+    old, new = tmp_path / "old.npz", tmp_path / "new.npz"
+    np.savez(old, train_images=images, test_images=images, **labels)
+    _save_npz(new, train_images=list(images), test_images=list(images), **labels)
+    with np.load(new) as z:  # no object array in the new layout
+        assert z["train_images"].shape == (31,) and z["train_sizes"].tolist() == [[4, 4], [5, 3]]
+    with pytest.raises(DataError, match="--allow_pickle"):
+        load_dataset(f"npz:{old}")
+    a, b = load_dataset(f"npz:{old}", allow_pickle=True), load_dataset(f"npz:{new}")
+    assert a.train.sizes().tolist() == b.train.sizes().tolist() == [[4, 4], [5, 3]]
+
+
+@pytest.mark.parametrize(
+    "sizes, values, match",
+    [
+        (np.array([[2, 2], [3, 1]]), np.zeros(6, np.uint8), "7 values concatenated"),
+        (np.array([[2, 0]]), np.zeros(0, np.uint8), "positive integers"),
+        (np.array([2, 2]), np.zeros(4, np.uint8), r"an \(N, rank\) array"),
+        (np.zeros((0, 2), np.int64), np.zeros(0, np.uint8), "test_images: empty"),
+    ],
+)
+def test_npz_sizes_layout_errors(tmp_path, sizes, values, match):
+    """A sizes key that does not fit its values, or an empty split, is one line."""
+    spec = _npz_case(tmp_path, test_images=values, test_sizes=sizes, test_labels=np.zeros(0, int))
+    with pytest.raises(DataError, match=match) as err:
+        load_dataset(spec)
+    assert "\n" not in str(err.value)
 
 
 # --- folders -------------------------------------------------------------------------------
@@ -321,6 +383,19 @@ def test_folder_corrupt_files(tmp_path):
     ds = load_dataset(f"folder:{tmp_path}", skip_corrupt=True)
     assert (ds.train.skipped, ds.test.skipped) == (1, 1)
     assert (len(ds.train), len(ds.test)) == (4, 4)
+
+
+def test_folder_keeps_the_decompression_bomb_limit(tmp_path, monkeypatch):
+    """PIL's limit stays on: an image of more than twice Image.MAX_IMAGE_PIXELS (here made
+    small) is refused before it is decoded, in one line."""
+    rng = np.random.default_rng(4)
+    for i in range(4):
+        _write(tmp_path / "xy"[i % 2] / f"{i}.png", _gray(rng, 8, 8))
+    _write(tmp_path / "x" / "big.png", _gray(rng, 40, 40))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
+    with pytest.raises(DataError, match=r"big\.png: Image size \(1600 pixels\) exceeds limit") as e:
+        load_dataset(f"folder:{tmp_path}")
+    assert "decompression bomb" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_folder_mixed_channels(tmp_path):

@@ -11,6 +11,7 @@ import numpy as np
 
 from benchmarks.common import Row, StepRunner, seed_config
 from benchmarks.parts import Settings
+from fcn_jax.data.arrays import save_npz
 from fcn_jax.setup import build
 
 PART = "1 compile"
@@ -19,10 +20,10 @@ PART = "1 compile"
 def synthetic(path: str, n: int, lo: int, hi: int) -> str:
     """An ``npz:`` dataset of ``n`` random images whose sides are each uniform in [lo, hi]."""
     rng = np.random.default_rng(0)
-    images, labels = np.empty(n, object), rng.integers(0, 10, n)
-    images[:] = [rng.integers(0, 256, size, np.uint8) for size in rng.integers(lo, hi + 1, (n, 2))]
+    labels = rng.integers(0, 10, n)
+    images = [rng.integers(0, 256, size, np.uint8) for size in rng.integers(lo, hi + 1, (n, 2))]
     test = dict(test_images=images[:8], test_labels=labels[:8])
-    np.savez(path, train_images=images, train_labels=labels, **test)
+    save_npz(path, dict(train_images=images, train_labels=labels, **test))
     return f"npz:{path}"
 
 

@@ -5,14 +5,17 @@ checks any array-backed kind runs on its images and labels (:func:`array_split`,
 
 from __future__ import annotations
 
+import io
 import logging
 import operator
 import os
+import zipfile
 from typing import Any
 
 import numpy as np
 
 from fcn_jax.data.sources import DataError, Dataset, Source, to_float
+from fcn_jax.outputs import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -38,23 +41,31 @@ class ArraySource(Source):
         return [im.shape[:-1] for im in self._images]
 
 
-def load_npz(path: str, pixel_range: tuple[float, float] = (0.0, 1.0)) -> Dataset:
+def load_npz(
+    path: str, pixel_range: tuple[float, float] = (0.0, 1.0), *, allow_pickle: bool = False
+) -> Dataset:
     """Dataset from an ``.npz`` file.
 
     Keys ``{train,test}_images``: uint8 or float, either one array ``(N, H, W)`` (2-D, C=1),
-    ``(N, H, W, C)``, ``(N, L)`` (1-D, C=1), ``(N, L, C)``, or an object array of per-example
-    arrays of different shapes (same rules without N). ``(N, L, C)`` and ``(N, H, W)`` look alike:
-    an optional ``spatial_dims`` key settles it (default: 3-D arrays are 2-D grayscale).
-    ``{train,test}_labels``: ints in ``[0, num_classes)``; ``num_classes`` or ``class_names``
-    are optional keys, else the count is max label + 1 (a class without training examples is
-    then a warning). Float pixel values must lie in ``pixel_range`` (uint8 is divided by 255).
-    At least 2 classes. Object arrays are unpickled: only load trusted files.
+    ``(N, H, W, C)``, ``(N, L)`` (1-D, C=1), ``(N, L, C)``, or, for examples of different
+    shapes, every example's values concatenated (1-D, C order) with ``{split}_sizes``, the
+    ``(N, R)`` shape of each example (same rules without N; :func:`save_npz` writes it).
+    ``(N, L, C)`` and ``(N, H, W)`` look alike: an optional ``spatial_dims`` key settles it
+    (default: 3-D arrays are 2-D grayscale). ``{train,test}_labels``: ints in
+    ``[0, num_classes)``; ``num_classes`` or ``class_names`` are optional keys, else the count
+    is max label + 1 (a class without training examples is then a warning). Float pixel values
+    must lie in ``pixel_range`` (uint8 is divided by 255). At least 2 classes.
+
+    Object arrays (older files: per-example arrays pickled) are read only with
+    ``allow_pickle``: unpickling runs whatever code a crafted file holds.
     """
     where = f"npz:{path}"
     if not os.path.isfile(path):
         raise DataError(f"{where}: no such file")
+    if not zipfile.is_zipfile(path):  # np.load would unpickle a plain pickle file
+        raise DataError(f"{where}: not an .npz file (a zip archive of .npy arrays)")
     try:
-        npz = np.load(path, allow_pickle=True)
+        npz = np.load(path, allow_pickle=allow_pickle)
     except Exception as e:
         raise DataError(f"{where}: not a readable .npz file ({e})") from e
     with npz:
@@ -65,15 +76,17 @@ def load_npz(path: str, pixel_range: tuple[float, float] = (0.0, 1.0)) -> Datase
         ]
         if missing:
             raise DataError(f"{where}: missing key(s) {', '.join(missing)} (have {list(npz)})")
-        dims = int(npz["spatial_dims"]) if "spatial_dims" in npz else None
+        dims = int(_read(npz, "spatial_dims", where)) if "spatial_dims" in npz else None
         if dims not in (None, 1, 2):
             raise DataError(f"{where}: key spatial_dims must be 1 or 2, got {dims}")
         num_classes = _npz_class_count(npz, where)
-        names = tuple(str(n) for n in npz["class_names"]) if "class_names" in npz else ()
+        names = ()
+        if "class_names" in npz:
+            names = tuple(str(n) for n in _read(npz, "class_names", where))
         splits = [
             array_split(
-                npz[f"{split}_images"],
-                npz[f"{split}_labels"],
+                _split_images(npz, split, where),
+                _read(npz, f"{split}_labels", where),
                 (f"{where}: {split}_images", f"{where}: {split}_labels"),
                 dims=dims,
                 num_classes=num_classes,
@@ -82,6 +95,87 @@ def load_npz(path: str, pixel_range: tuple[float, float] = (0.0, 1.0)) -> Datase
             for split in ("train", "test")
         ]
     return array_dataset(where, splits, num_classes, names)
+
+
+def _read(npz, key: str, where: str) -> np.ndarray:
+    """``npz[key]``; an object array without ``allow_pickle``, or a damaged member, is a
+    one-line :class:`DataError` naming the key."""
+    try:
+        return npz[key]
+    except ValueError as e:
+        if "allow_pickle" not in str(e):
+            raise DataError(f"{where}: cannot read key {key} ({e})") from None
+        split = key.removesuffix("_images")
+        layout = (
+            f"; rewrite it with {split}_sizes (see save_npz)" if key.endswith("_images") else ""
+        )
+        raise DataError(
+            f"{where}: key {key} is an object array, which only unpickling reads, and "
+            f"unpickling runs any code a crafted file holds{layout}, or pass --allow_pickle "
+            "for a file you trust"
+        ) from None
+    except Exception as e:  # a truncated or corrupt member: zipfile, zlib, numpy errors
+        raise DataError(f"{where}: cannot read key {key} ({type(e).__name__}: {e})") from None
+
+
+def _split_images(npz, split: str, where: str):
+    """``{split}_images`` as stored, or as a list of per-example arrays when the file gives
+    ``{split}_sizes`` (the layout of examples of different shapes)."""
+    key = f"{split}_images"
+    values = _read(npz, key, where)
+    if f"{split}_sizes" not in npz:
+        return values
+    return decode_examples(values, _read(npz, f"{split}_sizes", where), f"{where}: {key}")
+
+
+def encode_examples(examples) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays of one rank and dtype, of different shapes, as ``(values, sizes)``: their values
+    concatenated in order (each flattened in C order) and their ``(N, rank)`` int64 shapes, the
+    npz layout that needs no pickle (:func:`decode_examples` inverts it)."""
+    examples = [np.asarray(e) for e in examples]
+    if len({e.ndim for e in examples}) > 1 or len({e.dtype for e in examples}) > 1:
+        found = sorted({f"{e.ndim}-D {e.dtype}" for e in examples})
+        raise ValueError(f"examples of one rank and dtype expected, got {', '.join(found)}")
+    rank = examples[0].ndim if examples else 1
+    sizes = np.array([e.shape for e in examples], np.int64).reshape(len(examples), rank)
+    dtype = examples[0].dtype if examples else np.uint8
+    values = np.concatenate([e.ravel() for e in examples]) if examples else np.zeros(0, dtype)
+    return values, sizes
+
+
+def decode_examples(values: np.ndarray, sizes: np.ndarray, where: str) -> list[np.ndarray]:
+    """The per-example arrays (views of ``values``) of :func:`encode_examples`' layout;
+    a ``sizes`` that does not fit ``values`` is a one-line :class:`DataError`."""
+    sizes = np.asarray(sizes)
+    if sizes.ndim != 2 or not np.issubdtype(sizes.dtype, np.integer) or (sizes < 1).any():
+        raise DataError(
+            f"{where}: the sizes key must be an (N, rank) array of positive integers, got "
+            f"{sizes.dtype} {sizes.shape}"
+        )
+    counts = np.prod(sizes, axis=1)
+    if values.ndim != 1 or values.shape[0] != counts.sum():
+        raise DataError(
+            f"{where}: expected the examples' {counts.sum()} values concatenated in one 1-D "
+            f"array (their sizes' product), got shape {values.shape}"
+        )
+    parts = np.split(values, np.cumsum(counts)[:-1]) if len(counts) else []
+    return [v.reshape(s) for v, s in zip(parts, sizes.tolist(), strict=True)]
+
+
+def save_npz(path: str, arrays: dict, *, compressed: bool = True) -> None:
+    """Write ``arrays`` atomically as an ``.npz`` that ``npz:PATH`` reads, never pickled: a
+    list of per-example arrays under ``{split}_images`` is written as those values
+    concatenated plus ``{split}_sizes`` (:func:`encode_examples`)."""
+    out = {}
+    for key, value in arrays.items():
+        ragged = isinstance(value, list | tuple) or np.asarray(value).dtype == object
+        if key.endswith("_images") and ragged:
+            out[key], out[f"{key.removesuffix('_images')}_sizes"] = encode_examples(value)
+        else:
+            out[key] = value
+    buffer = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buffer, allow_pickle=False, **out)
+    write_atomic(path, buffer.getvalue())
 
 
 def array_split(images, labels, where: tuple[str, str], *, dims, num_classes, pixel_range):
@@ -157,11 +251,12 @@ def _with_channels(ndim: int, dims: int | None, where: str) -> tuple[int, bool]:
     return table[(ndim, dims)]
 
 
-def _npz_images(arr: np.ndarray, dims: int | None, where: str):
-    """Validated images as ``(N, *spatial, C)`` array or list of ``(*spatial, C)``, and dims."""
+def _npz_images(arr, dims: int | None, where: str):
+    """Validated images as ``(N, *spatial, C)`` array or list of ``(*spatial, C)``, and dims;
+    ``arr``: one array, an object array or a list of per-example arrays."""
     if len(arr) == 0:
-        raise DataError(f"{where}: empty")
-    if arr.dtype != object:
+        raise DataError(f"{where}: empty (no examples; each split needs at least one)")
+    if not isinstance(arr, list) and arr.dtype != object:
         d, add_c = _with_channels(arr.ndim - 1, dims, where)
         _check_values(arr, where)
         return (arr[..., None] if add_c else arr), d

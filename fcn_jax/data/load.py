@@ -37,6 +37,7 @@ def load_dataset(
     skip_corrupt: bool = False,
     pixel_range: tuple[float, float] = (0.0, 1.0),
     normalize: str | None = None,
+    allow_pickle: bool = False,
 ) -> Dataset:
     """Open the dataset named by ``spec`` (see the module docstring).
 
@@ -50,6 +51,8 @@ def load_dataset(
       normalize: ``ucr:``/``ts:`` series: ``series``, ``dataset``, ``none`` or None (series
         for univariate, dataset for multivariate data; see :mod:`fcn_jax.data.series`); other
         kinds take none.
+      allow_pickle: npz datasets: read object arrays, by unpickling (trusted files only: a
+        crafted file runs code when unpickled).
     Raises:
       DataError: with a one-line message naming the file, key or dataset at fault.
     """
@@ -63,7 +66,7 @@ def load_dataset(
 
         return load_tfds(spec, data_dir)
     if prefix == "npz":
-        return load_npz(path, pixel_range)
+        return load_npz(path, pixel_range, allow_pickle=allow_pickle)
     if prefix == "idx":
         from fcn_jax.data.idx import load_idx  # imports tensorflow_datasets
 

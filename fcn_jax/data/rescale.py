@@ -8,14 +8,13 @@ by its own factor drawn uniformly from [0.3, 1.0], on a canvas of its original s
 outside the scaled content is 0).
 
 :func:`rescale_dataset` does all of it for any spec :func:`~fcn_jax.data.load_dataset` accepts;
-:func:`stratified_split` and :func:`rescale_images` are its two steps; :func:`save_npz` writes
-the result as a file that ``npz:PATH`` reads back (its train and test splits; the npz loader
-ignores the ``val_*`` and ``*_scales`` keys).
+:func:`stratified_split` and :func:`rescale_images` are its two steps;
+:func:`fcn_jax.data.arrays.save_npz` writes the result as a file that ``npz:PATH`` reads back
+(its train and test splits; the npz loader ignores the ``val_*`` and ``*_scales`` keys).
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
 import jax
@@ -24,7 +23,6 @@ import numpy as np
 
 from fcn_jax.data.load import load_dataset
 from fcn_jax.data.sources import DataError
-from fcn_jax.outputs import write_atomic
 
 SPLITS = ("train", "val", "test")
 CHUNK = 1000  # images per call of the jitted rescale (one compile for every full chunk)
@@ -173,6 +171,7 @@ def rescale_dataset(
     max_scale: float = 1.0,
     seed: int = 0,
     data_dir: str | None = None,
+    allow_pickle: bool = False,
 ) -> dict[str, np.ndarray]:
     """The MNIST-scale protocol applied to the dataset ``source`` (a ``load_dataset`` spec).
 
@@ -180,7 +179,8 @@ def rescale_dataset(
     channels), split by :func:`stratified_split` into ``counts`` (``{"train": n, "val": n,
     "test": n}``), and each image is rescaled (:func:`rescale_images`) by a factor drawn
     uniformly from ``[min_scale, max_scale]``, clipped to the pool's value range (with 0).
-    Everything random follows from ``seed``.
+    Everything random follows from ``seed``. ``allow_pickle``: an npz source's object arrays
+    are read (by unpickling: trusted files only).
 
     Returns:
       ``{split}_images`` ``(n, H, W)`` for ``C = 1``, else ``(n, H, W, C)``: uint8 where the
@@ -195,7 +195,7 @@ def rescale_dataset(
         raise ValueError(f"scales [{min_scale}, {max_scale}]: need 0 < min_scale <= max_scale")
     if sorted(counts) != sorted(SPLITS) or min(counts.values()) <= 0:
         raise ValueError(f"counts {counts}: need positive counts for {', '.join(SPLITS)}")
-    dataset = load_dataset(source, data_dir)
+    dataset = load_dataset(source, data_dir, allow_pickle=allow_pickle)
     _check_pool(dataset, source, counts)
     images, labels = _read_pool(dataset)
     split_rng, scale_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
@@ -251,10 +251,3 @@ def _read_pool(dataset, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     if any(im.dtype != np.uint8 for im in images):
         images = [im.astype(np.float32) / 255.0 if im.dtype == np.uint8 else im for im in images]
     return np.concatenate(images), np.concatenate(labels)
-
-
-def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` (compressed npz) atomically: readers never see a part."""
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    write_atomic(path, buffer.getvalue())

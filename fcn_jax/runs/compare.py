@@ -34,6 +34,7 @@ from fcn_jax.runs.rundir import RunDir
 from fcn_jax.runs.stats import machine_info, sort_sizes, stats
 from fcn_jax.setup import default_policy, model_spec, open_dataset
 from fcn_jax.sizes import format_size
+from fcn_jax.workdir_lock import WorkdirLock
 
 POLICIES = ("fixed", "mixed_step", "mixed_example", "native")
 
@@ -212,13 +213,22 @@ def plan_comparison(
 
 def run_comparison(config: CompareConfig, workdir: str, *, command: list[str] | None = None):
     """Train or reuse every run, aggregate, write the report files; return compare.json's
-    content. ``command`` (e.g. ``sys.argv``) is recorded in the report."""
+    content. ``command`` (e.g. ``sys.argv``) is recorded in the report. One comparison per
+    workdir: another one running there is a one-line ``WorkdirBusy`` (and each run locks its
+    own directory)."""
+    with WorkdirLock(workdir, holder=jax.process_index() == 0) as lock:
+        lock.acquire()  # before the dataset is opened: a second comparison stops at once
+        return _run_comparison(config, workdir, command, lock)
+
+
+def _run_comparison(config: CompareConfig, workdir: str, command, lock: WorkdirLock):
     start = time.perf_counter()
     base = config.validate().train.resolved(TRAIN_DEFAULTS)
     # Opened once, for every run (opening a folder dataset reads each of its files).
     dataset = open_dataset(base)
     plan = plan_comparison(config, base, dataset, workdir)
     os.makedirs(workdir, exist_ok=True)
+    lock.acquire()  # a workdir made just now
     per_policy = {}
     for policy in plan.policies:
         runs = [run_name(policy, seed) for seed in plan.seeds]

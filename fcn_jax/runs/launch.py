@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 
+from fcn_jax import workdir_lock
 from fcn_jax.outputs import write_atomic
 from fcn_jax.runs.rundir import ERROR_TAIL_LINES, RunDir
 
@@ -67,8 +68,9 @@ def run_local(
     process_id: int = 0,
 ) -> dict[str, str]:
     """Run every one of ``runs``, up to ``max_parallel`` at once (one accelerator each when the
-    host has accelerators); return name → ``finished`` or ``failed`` (error.txt written; the
-    other runs go on). An interrupt stops every started run, which resumes next time.
+    host has accelerators); return name → ``finished``, ``failed`` (error.txt written; the
+    other runs go on) or ``busy`` (a live run holds its directory: not started, its files
+    untouched). An interrupt stops every started run, which resumes next time.
     ``process_id``: this host's index when every host runs the same sweep, each run a process
     on every host: the others' logs are ``stdout.I.log``/``stderr.I.log``, and process 0 alone
     writes error.txt."""
@@ -89,9 +91,14 @@ def run_local(
         while todo or active:
             while todo and len(active) < slots:
                 run = todo.popleft()
+                rundir = RunDir.of(workdir, run.name)
+                # A live run holds it (another sweep's, or a lone one): leave its files alone.
+                if process_id == 0 and (reason := workdir_lock.busy(rundir.path)):
+                    log(f"[{total - len(todo)}/{total}] not started {run.name}: {reason}")
+                    results[run.name] = "busy"
+                    continue
                 device = devices.pop(0) if devices is not None else None
                 run_env = {**env, **device_env(platform, device)}  # CPU: nothing to add
-                rundir = RunDir.of(workdir, run.name)
                 started = _start(rundir, run, command, cwd, run_env, process_id)
                 active[run.name] = (rundir, device, *started)
                 where = f" on device {device}" if device is not None else ""

@@ -64,10 +64,11 @@ def run_local(
     cluster=None,
 ) -> dict[str, str]:
     """Run every run the reuse rule does not skip, locally; return name → ``finished``,
-    ``skipped`` (reused) or ``failed``. A finished run with other results-relevant settings
-    goes back to training (re-evaluated, or refused in its error.txt). ``cluster``
-    (:class:`fcn_jax.process.Cluster`): every host runs this sweep, and run ``k`` is one
-    process on each, coordinated by process 0's host on port ``PORT + 1 + k``."""
+    ``skipped`` (reused), ``failed`` or ``busy`` (another live run holds its directory). A
+    finished run with other results-relevant settings goes back to training (re-evaluated, or
+    refused in its error.txt). ``cluster`` (:class:`fcn_jax.process.Cluster`): every host runs
+    this sweep, and run ``k`` is one process on each, coordinated by process 0's host on port
+    ``PORT + 1 + k``."""
     skip = reused(workdir, runs, log)
     todo = [r for r in runs if r.name not in skip]
     before = {r.name: RunDir.of(workdir, r.name).summary() for r in todo}
