@@ -335,7 +335,7 @@ class TrainConfig:
     def _check_size_specs(self) -> None:
         """Syntax of the size strings, before any data is loaded (the dimensionality, 1-D or
         2-D, comes from the data: a spec must parse for at least one)."""
-        from fcn_jax.data.policies import parse_size_policy, resolve_buckets
+        from fcn_jax.data import parse_size_policy, resolve_buckets
 
         for name, parse in (
             ("train_size", lambda v, d: parse_size_policy(v, d)),

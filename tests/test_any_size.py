@@ -16,7 +16,7 @@ import fcn_jax
 from fcn_jax.config import TrainConfig
 from fcn_jax.data import parse_size_policy, resize, resolve_buckets
 from fcn_jax.data.augment import Augmentation, parse_augmentation
-from fcn_jax.data.policies import ExampleSizes, fitting_buckets
+from fcn_jax.data.buckets import ExampleSizes, fitting_buckets
 from fcn_jax.recipes import RECIPES
 from fcn_jax.run import train_and_evaluate
 

@@ -38,8 +38,9 @@ import numpy as np
 
 from fcn_jax import sharding
 from fcn_jax.data.augment import Augmentation
+from fcn_jax.data.buckets import fitting_buckets
 from fcn_jax.data.plan import BatchPlan, effective_sizes
-from fcn_jax.data.policies import SizePolicy, fitting_buckets
+from fcn_jax.data.policies import SizePolicy
 from fcn_jax.data.sources import Source
 from fcn_jax.models.layers import valid_mask
 from fcn_jax.steps import OnDevice, batch_key

@@ -25,12 +25,9 @@ from absl import flags
 
 from fcn_jax import sharding
 from fcn_jax.data.augment import Augmentation
+from fcn_jax.data.buckets import fitting_buckets, resolve_buckets
 from fcn_jax.data.plan import BatchPlan, effective_sizes
-from fcn_jax.data.policies import (
-    SizePolicy,
-    fitting_buckets,
-    resolve_buckets,
-)
+from fcn_jax.data.policies import SizePolicy
 from fcn_jax.data.resize import (
     canvas_offsets,
     fit_min_size,

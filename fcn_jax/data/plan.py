@@ -18,12 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from fcn_jax.data.augment import Augmentation
-from fcn_jax.data.policies import (
-    ExampleSizes,
-    SizePolicy,
-    fitting_buckets,
-    padding_efficiency,
-)
+from fcn_jax.data.buckets import ExampleSizes, fitting_buckets, padding_efficiency
+from fcn_jax.data.policies import SizePolicy
 from fcn_jax.data.sources import Source
 from fcn_jax.sizes import check_min_size
 
