@@ -34,8 +34,6 @@ from __future__ import annotations
 
 from absl import logging
 
-from fcn_jax.data.policies import PADDED_KINDS
-
 # Optimizer, schedule and evaluation settings the recipes share.
 _SHARED = {
     "buckets": "auto:8",
@@ -116,18 +114,19 @@ def recipe_values(name: str | None, explicit: dict | None = None) -> dict:
             "--recipe=%s: its --buckets=%s dropped (--train_size=%s pads no batch)",
             name,
             dropped["buckets"],
-            explicit["train_size"],
+            explicit["train_size"].spec(),
         )
     return {k: v for k, v in RECIPES[name].items() if k not in dropped}
 
 
 def dropped_values(name: str | None, values: dict) -> dict:
     """The values of recipe ``name`` that do not apply to an explicit choice in ``values``
-    (config.json's ``recipe_dropped``): its ``buckets`` when ``train_size`` is a policy whose
-    batches are never padded, e.g. ``{"buckets": "auto:8"}`` under ``--train_size=fixed:28``."""
+    (``train_size`` parsed; config.json's ``recipe_dropped``): its ``buckets`` when
+    ``train_size`` is a policy whose batches are never padded, e.g. ``{"buckets": "auto:8"}``
+    under ``--train_size=fixed:28``."""
     recipe = RECIPES.get(name, {}) if name else {}
     train_size = values["train_size"]
-    unpadded = train_size is not None and train_size.partition(":")[0] not in PADDED_KINDS
+    unpadded = train_size is not None and not train_size.pads
     if "buckets" in recipe and values["buckets"] is None and unpadded:
         return {"buckets": recipe["buckets"]}
     return {}

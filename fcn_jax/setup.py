@@ -14,15 +14,8 @@ from absl import logging
 from flax import nnx
 
 from fcn_jax import sharding
-from fcn_jax.config import TrainConfig, parse_eval_sizes, parse_tta_sizes
-from fcn_jax.data import (
-    Dataset,
-    SizePolicy,
-    TrainLoader,
-    load_dataset,
-    parse_size_policy,
-    resolve_buckets,
-)
+from fcn_jax.config import ResolvedConfig, TrainConfig
+from fcn_jax.data import Dataset, SizePolicy, TrainLoader, load_dataset, resolve_buckets
 from fcn_jax.data.augment import parse_augmentation
 from fcn_jax.data.device_loader import DeviceLoader, device_data_problem, device_layout
 from fcn_jax.models import ModelSpec, build_model
@@ -34,14 +27,12 @@ from fcn_jax.steps import CompiledStep, init_state, make_train_step
 
 def default_policy(dataset: Dataset) -> SizePolicy:
     """``native`` for data of varying size, else ``fixed`` at the data's one size."""
-    sizes, d = dataset.train.sizes(), dataset.spatial_dims
-    if (sizes == sizes[0]).all():
-        return SizePolicy("fixed", d, size=tuple(int(s) for s in sizes[0]))
-    return SizePolicy("native", d)
+    size, d = dataset.train.common_size(), dataset.spatial_dims
+    return SizePolicy("native", d) if size is None else SizePolicy("fixed", d, size=size)
 
 
 def open_dataset(config: TrainConfig) -> Dataset:
-    """The dataset of a resolved ``config``, read with its options (corrupt files, pixels)."""
+    """The dataset of ``config``, read with its options (corrupt files, pixels)."""
     return load_dataset(
         config.dataset,
         config.data_dir,
@@ -117,9 +108,9 @@ def make_train_loader(config: TrainConfig, dataset: Dataset, policy, buckets, me
 class Setup:
     """Everything a run builds from its config before the first step (see :func:`build`)."""
 
-    config: TrainConfig  # resolved
+    config: ResolvedConfig  # bound to the dataset (ResolvedConfig.for_data)
     dataset: Dataset
-    train_size: str
+    train_size: str  # the policy's canonical spelling
     policy: SizePolicy
     eval_sizes: list[tuple[int, ...]]
     tta_sizes: list[tuple[int, ...]]  # [] without --tta_sizes
@@ -138,19 +129,17 @@ class Setup:
 
 
 def build(config: TrainConfig, dataset: Dataset | None = None) -> Setup:
-    """Resolve ``config`` (unset fields: recipe, defaults), set up JAX, open the dataset
-    (unless the caller opened ``config.dataset`` already and passes it) and make the model,
-    buckets, mesh, train loader, optimizer, state and compiled train step."""
+    """Set up JAX, open the dataset (unless the caller opened ``config.dataset`` already and
+    passes it), bind ``config`` to it and make the model, buckets, mesh, train loader,
+    optimizer, state and compiled train step. A :class:`ResolvedConfig` is taken as it is; a
+    :class:`TrainConfig` is resolved first (unset fields: recipe, defaults)."""
     config = config.resolved()
     setup_process(config)
     dataset = dataset or open_dataset(config)
     d = dataset.spatial_dims
-    eval_sizes = parse_eval_sizes(config.eval_sizes, d)
-    tta_sizes = parse_tta_sizes(config.tta_sizes, d)
-    policy = (
-        parse_size_policy(config.train_size, d) if config.train_size else default_policy(dataset)
-    )
-    train_size = config.train_size or policy.spec()
+    config = config.for_data(d, len(dataset.train))
+    eval_sizes, tta_sizes = list(config.eval_sizes), list(config.tta_sizes or ())
+    policy = config.train_size or default_policy(dataset)
     model = build_model(model_spec(config, dataset), config.seed)
     min_size = model.min_size
     for flag, sizes in (("eval_sizes", eval_sizes), ("tta_sizes", tta_sizes)):
@@ -183,7 +172,7 @@ def build(config: TrainConfig, dataset: Dataset | None = None) -> Setup:
     return Setup(
         config=config,
         dataset=dataset,
-        train_size=train_size,
+        train_size=policy.spec(),
         policy=policy,
         eval_sizes=eval_sizes,
         tta_sizes=tta_sizes,

@@ -24,8 +24,9 @@ from absl import logging
 
 from fcn_jax import sharding
 from fcn_jax.checkpoint import Checkpointer, CheckpointError
-from fcn_jax.config import TrainConfig, fields_where
+from fcn_jax.config import fields_where
 from fcn_jax.outputs import MetricsWriter, read_json, write_json
+from fcn_jax.settings import canonical_sizes
 from fcn_jax.setup import Setup
 from fcn_jax.steps import TRAIN_KEYS, CompiledStep, OnDevice
 
@@ -51,8 +52,11 @@ def prepare_workdir(workdir: str) -> None:
         raise ValueError(f"--workdir={workdir}: {e.strerror or e}") from e
 
 
-def _check_resumable(saved: dict, config: TrainConfig, workdir: str) -> None:
-    current, resumable = config.to_dict(), fields_where("resumable")
+def _check_resumable(saved: dict, setup: Setup, workdir: str) -> None:
+    """A checkpoint made with other results-relevant flags is an error; sizes compare in their
+    canonical spelling (``fixed:28`` is ``fixed:28x28`` on 2-D data)."""
+    current, resumable = setup.config.to_dict(), fields_where("resumable")
+    saved = canonical_sizes(saved, setup.dataset.spatial_dims)
     for key, value in saved.items():
         if key not in resumable and current.get(key) != value:
             raise CheckpointError(
@@ -243,7 +247,7 @@ def _restore_or_start(setup: Setup, checkpointer: Checkpointer, workdir: str):
         return setup.state, 0, seen
     config_path = os.path.join(workdir, "config.json")
     if os.path.exists(config_path):
-        _check_resumable(read_json(config_path)["config"], setup.config, workdir)
+        _check_resumable(read_json(config_path)["config"], setup, workdir)
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), setup.state)
     state, meta = checkpointer.restore(abstract)
     setup.loader.set_state(meta["loader"])

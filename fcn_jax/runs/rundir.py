@@ -15,6 +15,7 @@ refuses a conflicting one.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
 
@@ -22,6 +23,7 @@ import jax
 
 from fcn_jax.config import TrainConfig, fields_where
 from fcn_jax.outputs import read_json, write_atomic, write_json
+from fcn_jax.settings import canonical_sizes
 
 ERROR_TAIL_LINES = 40  # of stderr.log, kept in error.txt
 # Summary fields measured while training: a re-evaluation trains no step, so it keeps those of
@@ -75,16 +77,25 @@ class RunDir:
 
     def recorded_config(self) -> dict | None:
         """The resolved config the run recorded when it started (None before that)."""
-        if not os.path.exists(self.config_path):
-            return None
-        return read_json(self.config_path)["config"]
+        record = self._record()
+        return None if record is None else record["config"]
+
+    def _record(self) -> dict | None:
+        """config.json (None before the run started)."""
+        return read_json(self.config_path) if os.path.exists(self.config_path) else None
 
     def differences(self, config: TrainConfig) -> dict[str, tuple]:
         """Results-relevant fields whose recorded value differs from ``config``'s (resolved as
-        training resolves it): field → (recorded, wanted); every such field when none is
-        recorded."""
-        recorded = self.recorded_config() or {}
-        wanted = config.resolved().to_dict()
+        training resolves it; sizes in their canonical spelling for the recorded data): field
+        → (recorded, wanted); every such field when none is recorded."""
+        record = self._record() or {"config": {}}
+        recorded, wanted = record["config"], config.resolved()
+        data = record.get("dataset") or {}
+        if "spatial_dims" in data:
+            recorded = canonical_sizes(recorded, data["spatial_dims"])
+            with contextlib.suppress(ValueError):  # sizes of another dimensionality: differ
+                wanted = wanted.for_data(data["spatial_dims"], data.get("train_examples"))
+        wanted = wanted.to_dict()
         return {
             k: (recorded.get(k), wanted[k])
             for k in sorted(fields_where("affects_results"))
