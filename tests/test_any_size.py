@@ -87,7 +87,7 @@ def test_loader_batches_are_exactly_masked(small):
             want = resize(small.train[int(i)]["image"], n)
             np.testing.assert_array_equal(image[: n[0], : n[1]], want)
             assert not image[n[0] :].any() and not image[:, n[1] :].any()
-    assert shapes <= set(loader.buckets) and len(loader.buckets) <= 3
+    assert shapes <= set(loader.plan.buckets) and len(loader.plan.buckets) <= 3
     assert len({tuple(n) for b in _take(loader, 4) for n in b["sizes"]}) > 8  # sizes vary
 
 

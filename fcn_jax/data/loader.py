@@ -26,7 +26,7 @@ from absl import flags
 from fcn_jax import sharding
 from fcn_jax.data.augment import Augmentation
 from fcn_jax.data.buckets import fitting_buckets, resolve_buckets
-from fcn_jax.data.plan import BatchPlan, effective_sizes
+from fcn_jax.data.plan import TRAIN_KEYS, BatchPlan, PlannedLoader, effective_sizes
 from fcn_jax.data.policies import SizePolicy
 from fcn_jax.data.resize import (
     canvas_offsets,
@@ -60,8 +60,9 @@ def _paste(batch: Batch, k: int, index: int, image: np.ndarray, label: int) -> N
     batch["sizes"][k] = image.shape[:-1]
 
 
-class TrainLoader(BatchPlan):
-    """Infinite, deterministic, resumable training batches, assembled on the host by Grain.
+class TrainLoader(PlannedLoader):
+    """Infinite, deterministic, resumable training batches, assembled on the host by Grain,
+    following a :class:`~fcn_jax.data.plan.BatchPlan` (``plan``).
 
     Plan per epoch (identical on every process): a permutation of the examples drawn from
     ``(seed, epoch)``, then
@@ -101,7 +102,7 @@ class TrainLoader(BatchPlan):
         ahead, so the copy overlaps the running step; else numpy arrays.
     """
 
-    pipeline = "grain"  # the summary's input_pipeline
+    pipeline = "grain"
 
     def __init__(
         self,
@@ -123,7 +124,7 @@ class TrainLoader(BatchPlan):
     ):
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-        super().__init__(
+        plan = BatchPlan(
             source,
             policy,
             buckets,
@@ -134,28 +135,30 @@ class TrainLoader(BatchPlan):
             batch_multiple=batch_multiple,
             augmentation=augmentation,
         )
+        super().__init__(plan)
         self.process_index = process_index
         self._reading = (num_threads, prefetch, worker_count)
         self._mesh, self._iter = mesh, None
         self._seek(0)
 
     def _load(self, step: int) -> Batch:
-        indices, shape, sizes = self.planned(step)
-        rows = slice(self.process_index, None, self.process_count)
+        plan = self.plan
+        indices, shape, sizes = plan.planned(step)
+        rows = slice(self.process_index, None, plan.process_count)
         local = indices[rows]
         sizes = sizes[rows] if sizes is not None else [shape] * len(local)
-        aug = self.augmentation
+        aug = plan.augmentation
         if aug.active:
-            zooms, shifts = (a[rows] for a in aug.draw(self.seed, step, len(indices), len(shape)))
-        batch = _empty_batch(len(local), shape, self.source.in_channels)
-        for k, (i, ex) in enumerate(zip(local, self.source.get_many(local), strict=True)):
+            zooms, shifts = (a[rows] for a in aug.draw(plan.seed, step, len(indices), len(shape)))
+        batch = _empty_batch(len(local), shape, plan.source.in_channels)
+        for k, (i, ex) in enumerate(zip(local, plan.source.get_many(local), strict=True)):
             image = ex["image"]
-            if self.policy.kind != "native":
+            if plan.policy.kind != "native":
                 size = tuple(int(v) for v in sizes[k])
             elif aug.active:  # one resize, from the example as stored (as on the devices)
-                size = tuple(int(v) for v in effective_sizes(image.shape[:-1], self.min_size))
+                size = tuple(int(v) for v in effective_sizes(image.shape[:-1], plan.min_size))
             else:
-                image = fit_min_size(image, self.min_size)
+                image = fit_min_size(image, plan.min_size)
                 size = image.shape[:-1]
             if aug.active:
                 image = aug.apply(image, size, zooms[k], shifts[k])
@@ -168,29 +171,24 @@ class TrainLoader(BatchPlan):
         return self
 
     def step_input(self) -> Batch:
-        """The next batch as the train step takes it (this process's rows: the loop makes
-        them a global batch)."""
-        return next(self)
+        """The next batch as the train step takes it: its :data:`TRAIN_KEYS`, global arrays on
+        the mesh (made so by the prefetch stage; numpy arrays without a mesh)."""
+        batch = next(self)
+        return {k: batch[k] for k in TRAIN_KEYS}
 
     def abstract_input(self, canvas: Sequence[int], batch_size: int) -> dict:
         """A global batch of ``batch_size`` examples of ``canvas``, abstract (``--precompile``)."""
         return {
             "image": jax.ShapeDtypeStruct(
-                (batch_size, *canvas, self.source.in_channels), np.float32
+                (batch_size, *canvas, self.plan.source.in_channels), np.float32
             ),
             "label": jax.ShapeDtypeStruct((batch_size,), np.int32),
             "sizes": jax.ShapeDtypeStruct((batch_size, len(canvas)), np.int32),
         }
 
     def __next__(self) -> Batch:
-        self._start_clock()
-        self._count(self.planned(self._next))
-        batch = next(self._iter)
-        self._next += 1
-        return batch
-
-    def _position(self) -> int:
-        return self._next
+        self._take()
+        return next(self._iter)
 
     def _seek(self, step: int) -> None:
         """Read from global step ``step`` on (element ``i`` is global step ``step + i``)."""
@@ -216,7 +214,8 @@ class TrainLoader(BatchPlan):
         self._closer = weakref.finalize(self, self._iter.close)
 
     def __getstate__(self) -> dict:
-        return {**super().__getstate__(), "_iter": None, "_mesh": None, "_closer": None}
+        """Picklable (for loader worker processes): without the iterator and the mesh."""
+        return {**self.__dict__, "_iter": None, "_mesh": None, "_closer": None}
 
 
 class EvalLoader:
