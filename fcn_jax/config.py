@@ -373,9 +373,18 @@ def training_length(
     return length
 
 
+def flag_defaults(defaults: dict) -> TrainConfig:
+    """A config of ``defaults``'s values for the fields never unset (their default is not
+    None: resolution cannot fill them), the dataclass's for the others: what a command's
+    flags start from (e.g. a comparison's dataset)."""
+    fixed = {f.name for f in dataclasses.fields(TrainConfig) if f.default is not None}
+    return TrainConfig(**{k: v for k, v in defaults.items() if k in fixed})
+
+
 def field_help(defaults: dict | None = None) -> dict[str, str]:
     """One-line help per config field (the absl entry point turns these into flags), naming
-    the value an unset field takes (``defaults`` over :data:`DEFAULTS`)."""
+    the value an unset field takes (``defaults`` over :data:`DEFAULTS`; the flags show the
+    others' own)."""
     from fcn_jax.recipes import RECIPES
 
     names = {
@@ -385,8 +394,13 @@ def field_help(defaults: dict | None = None) -> dict[str, str]:
         "eval_1d": DEFAULT_EVAL_SIZES[1],
     }
     texts = {f.name: f.metadata["help"].format(**names) for f in dataclasses.fields(TrainConfig)}
-    for key, value in {**DEFAULTS, **(defaults or {})}.items():
-        texts[key] += f" (default: {value})"
+    unset = {f.name for f in dataclasses.fields(TrainConfig) if f.default is None}
+    values = {**DEFAULTS, **(defaults or {})}
+    for key, value in values.items():
+        if key in unset:
+            texts[key] += f" (default: {value})"
+    if values.get("min_epochs"):
+        texts["steps"] += f" (at least {values['min_epochs']} epochs unless a length is given)"
     return texts
 
 

@@ -186,14 +186,14 @@ def test_epochs_set_the_step_count(tfds_dir, tmp_path):
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_every_recipe_resolves_to_its_values(name):
     config = TrainConfig(recipe=name).resolved()
-    for key, value in parsed_sizes(RECIPES[name]).items():  # size settings: parsed once
+    for key, value in parsed_sizes(RECIPES[name]()).items():  # size settings: parsed once
         assert getattr(config, key) == value
 
 
 def test_recipe_fills_unset_fields_and_explicit_ones_win():
     mine = TrainConfig(recipe="digits", model="resnet", steps=10, pool="max").resolved()
     assert (mine.model, mine.pool, mine.steps, mine.epochs) == ("resnet", "max", 10, None)
-    assert mine.zoom == RECIPES["digits"]["zoom"]
+    assert mine.zoom == RECIPES["digits"]()["zoom"]
     with pytest.raises(ValueError, match="--recipe='nope'"):
         TrainConfig(recipe="nope").resolved()
 
@@ -201,10 +201,10 @@ def test_recipe_fills_unset_fields_and_explicit_ones_win():
 def test_recipe_buckets_are_dropped_for_an_explicit_unpadded_policy():
     for policy in ("fixed:28", "mixed_step:16-40:12"):
         config = TrainConfig(recipe="digits", train_size=policy).resolved()
-        assert config.buckets is None and config.model == RECIPES["digits"]["model"]
-        assert config.recipe_dropped() == {"buckets": RECIPES["digits"]["buckets"]}
+        assert config.buckets is None and config.model == RECIPES["digits"]()["model"]
+        assert config.recipe_dropped() == {"buckets": RECIPES["digits"]()["buckets"]}
     padded = TrainConfig(recipe="digits", train_size="mixed_example:16-40").resolved()
-    assert padded.to_dict()["buckets"] == RECIPES["digits"]["buckets"]
+    assert padded.to_dict()["buckets"] == RECIPES["digits"]()["buckets"]
     assert padded.recipe_dropped() == {}
 
 
@@ -221,7 +221,7 @@ def test_recipe_values_land_in_config_json(tfds_dir, tmp_path):
     saved = written["config"]
     assert saved["recipe"] == "signals" and written["recipe_dropped"] == {}
     for key in ("train_size", "zoom", "translate", "schedule", "buckets"):
-        assert saved[key] == RECIPES["signals"][key]
+        assert saved[key] == RECIPES["signals"]()[key]
     assert saved["model"] == "seed" and saved["steps"] == TINY_TRAIN["steps"]
 
 

@@ -19,13 +19,11 @@ from fcn_jax.config import TrainConfig
 from fcn_jax.data import load_dataset, parse_size_policy
 from fcn_jax.runs.compare import (
     DEFAULT_EXAMPLE_OPTIONS,
-    MIN_EPOCHS,
     STEP_GRID_VALUES,
-    TRAIN_DEFAULTS,
     CompareConfig,
+    comparison_defaults,
     run_comparison,
     shared_eval_sizes,
-    with_min_epochs,
 )
 from fcn_jax.runs.stats import sort_sizes, stats
 
@@ -145,9 +143,7 @@ def test_second_invocation_reuses_finished_runs(compared, tfds_dir):
     workdir, _ = compared
     runs = sorted((workdir / "runs").iterdir())
     mtimes = {p.name: os.path.getmtime(p / "summary.json") for p in runs}
-    config = CompareConfig(
-        train=TrainConfig(**{**TRAIN_DEFAULTS, **TINY, "data_dir": tfds_dir}), **OPTIONS
-    )
+    config = CompareConfig(train=TrainConfig(**{**TINY, "data_dir": tfds_dir}), **OPTIONS)
     results = run_comparison(config, str(workdir))
     assert all(r["reused"] == [True, True] for r in results["policies"].values())
     assert {p.name: os.path.getmtime(p / "summary.json") for p in runs} == mtimes
@@ -164,7 +160,7 @@ def test_the_dataset_is_opened_once(tfds_dir, tmp_path, monkeypatch):
         return real(*args, **kw)
 
     monkeypatch.setattr(fcn_jax.setup, "load_dataset", counted)
-    train = TrainConfig(**{**TRAIN_DEFAULTS, **TINY, "data_dir": tfds_dir})
+    train = TrainConfig(**{**TINY, "data_dir": tfds_dir})
     config = CompareConfig(train=train, seeds=2, policies=("fixed",), fixed_size="24")
     results = run_comparison(config, str(tmp_path))
     assert len(opened) == 1, f"opened {len(opened)} times: a run opened the dataset again"
@@ -205,16 +201,18 @@ def test_default_ranges_on_the_default_grid():
 
 
 def test_every_policy_trains_at_least_min_epochs_unless_a_length_is_given():
-    given = TrainConfig()
-    base = given.resolved(TRAIN_DEFAULTS)
-    steps = TRAIN_DEFAULTS["steps"]
-    small = steps * 64 // MIN_EPOCHS  # the default steps already cover MIN_EPOCHS epochs
-    assert with_min_epochs(given, base, small) is base
-    large = with_min_epochs(given, base, 50_000)
-    assert (large.steps, large.epochs) == (None, MIN_EPOCHS)
-    for explicit in (TrainConfig(steps=100), TrainConfig(epochs=1.0), TrainConfig(recipe="digits")):
-        resolved = explicit.resolved(TRAIN_DEFAULTS)
-        assert with_min_epochs(explicit, resolved, 50_000) is resolved
+    defaults = comparison_defaults()
+    steps, min_epochs = defaults["steps"], defaults["min_epochs"]
+    base = TrainConfig().resolved(defaults)  # the length waits for the data
+    small = steps * 64 // min_epochs  # the default steps already cover min_epochs epochs
+    assert (base.for_data(2, small).steps, base.for_data(2, small).epochs) == (steps, None)
+    large = base.for_data(2, 50_000)
+    assert (large.steps, large.epochs, large.min_epochs) == (None, min_epochs, None)
+    given = [TrainConfig(steps=100), TrainConfig(epochs=1.0)]
+    for explicit in [*given, TrainConfig(recipe="digits"), TrainConfig(recipe="signals")]:
+        resolved = explicit.resolved(defaults)
+        bound = resolved.for_data(2, 50_000)
+        assert (bound.steps, bound.epochs) == (resolved.steps, resolved.epochs)
 
 
 def test_bad_options_fail_with_one_line(tfds_dir, tmp_path):

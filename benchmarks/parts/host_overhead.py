@@ -38,7 +38,7 @@ def run(policies, pipelines, rounds: int = 1, **overrides) -> list[dict]:
     ``rounds`` interleaved rounds (one machine's noise hits them alike); ``host_us`` is the
     loop's less the step's."""
     fields = {**TINY_STEP, **overrides}
-    dataset = open_dataset(end_to_end.config_for(policies[0], "device", **fields).resolved())
+    dataset = open_dataset(end_to_end.config_for(policies[0], "device", **fields))
     per = 1e6 * fields["batch_size"]  # µs per step from examples/s
     rows = []
     for label in policies:

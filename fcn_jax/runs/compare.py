@@ -20,7 +20,7 @@ import time
 import jax
 from absl import logging
 
-from fcn_jax.config import ResolvedConfig, TrainConfig
+from fcn_jax.config import ResolvedConfig, TrainConfig, flag_defaults
 from fcn_jax.data import Dataset, SizePolicy, parse_size_policy
 from fcn_jax.data.policies import KIND_ALIASES
 from fcn_jax.run import train_and_evaluate
@@ -32,26 +32,6 @@ from fcn_jax.sizes import SizeList, format_size
 
 POLICIES = ("fixed", "mixed_step", "mixed_example", "native")
 
-# Defaults of a comparison where they differ from a lone training run's: all policies together
-# must finish in about 5 minutes on a 2-core CPU (see benchmarks/compare_budget.py). They fill
-# what neither the flags nor a recipe set. The network must hold every size the policies train
-# on: on real digits the 3-stage `seed` network without normalization underfits mixed sizes
-# (final loss 0.20 against fixed's 0.05; twice the steps: +1.6 points at 28x28) and ended 2.8
-# points below fixed at 28x28, while `vgg` at width 0.5 with BatchNorm (recalibrated per test
-# size) ends 0.9 below at the same cost (docs/results.md).
-TRAIN_DEFAULTS = {
-    "steps": 1200,
-    "model": "vgg",
-    "width": 0.5,
-    "norm": "batch",
-    "recalibrate_bn": True,
-}
-# Unless the flags or a recipe set a length, every policy trains at least this many epochs:
-# 1200 steps are 1.5 epochs of 50 000 real digits, where mixed_example still underfit (1.2
-# points below fixed at 28x28; 0.5 after 4 epochs). Smaller data keeps the 1200 steps.
-MIN_EPOCHS = 4
-DEFAULT_DATASET = "procedural_digits/fixed28"
-DEFAULT_EVAL_EXAMPLES = 1000
 # mixed_example's default options: log-uniform sizes (equal weight per octave of scale).
 DEFAULT_EXAMPLE_OPTIONS = ":log"
 # mixed_step's default grid has at most this many values per axis (1-D, 2-D): one compile each.
@@ -67,6 +47,34 @@ _AGGREGATED = (
     "train_pixels",
     "train_padded_pixels",
 )
+
+
+def comparison_defaults() -> dict:
+    """The training values of a comparison where they differ from a lone run's, all in one
+    place: they fill what neither the flags nor a recipe set (``dataset`` and
+    ``eval_examples``, never unset, are the flags' defaults). All policies together finish in
+    about 5 minutes on a 2-core CPU (benchmarks/compare_budget.py)::
+
+        python -m experiments.compare --workdir=runs/compare
+    """
+    return {
+        "dataset": "procedural_digits/fixed28",
+        "eval_examples": 1000,
+        # The network must hold every size the policies train on: on real digits the 3-stage
+        # `seed` network without normalization underfits mixed sizes (final loss 0.20 against
+        # fixed's 0.05; twice the steps: +1.6 points at 28x28) and ended 2.8 points below
+        # fixed at 28x28, while `vgg` at width 0.5 with BatchNorm (recalibrated per test size)
+        # ends 0.9 below at the same cost (docs/results.md).
+        "model": "vgg",
+        "width": 0.5,
+        "norm": "batch",
+        "recalibrate_bn": True,
+        # At least 4 epochs (config.training_length): 1200 steps are 1.5 epochs of 50 000 real
+        # digits, where mixed_example still underfit (1.2 points below fixed at 28x28; 0.5
+        # after 4 epochs). Smaller data keeps the 1200 steps.
+        "steps": 1200,
+        "min_epochs": 4,
+    }
 
 
 @dataclasses.dataclass
@@ -89,9 +97,7 @@ class CompareConfig:
     """
 
     train: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(
-            dataset=DEFAULT_DATASET, eval_examples=DEFAULT_EVAL_EXAMPLES
-        )
+        default_factory=lambda: flag_defaults(comparison_defaults())
     )
     seeds: int = 1
     policies: tuple[str, ...] = POLICIES
@@ -195,7 +201,6 @@ def plan_comparison(
         )
     if not policies:
         raise ValueError("--policies: nothing left to compare")
-    base = with_min_epochs(config.train, base, len(dataset.train))
     base = base.for_data(dataset.spatial_dims, len(dataset.train))
     eval_sizes, note = shared_eval_sizes(base.eval_sizes)
     notes += [note] if note else []
@@ -209,7 +214,7 @@ def run_comparison(config: CompareConfig, workdir: str, *, command: list[str] | 
     """Train or reuse every run, aggregate, write the report files; return compare.json's
     content. ``command`` (e.g. ``sys.argv``) is recorded in the report."""
     start = time.perf_counter()
-    base = config.validate().train.resolved(TRAIN_DEFAULTS)
+    base = config.validate().train.resolved(comparison_defaults())
     # Opened once, for every run (opening a folder dataset reads each of its files).
     dataset = open_dataset(base)
     plan = plan_comparison(config, base, dataset, workdir)
@@ -261,16 +266,6 @@ def with_shared_cache(config: TrainConfig, workdir: str) -> TrainConfig:
     return dataclasses.replace(
         config, compilation_cache_dir=config.compilation_cache_dir or default
     )
-
-
-def with_min_epochs(given: TrainConfig, base: TrainConfig, train_examples: int) -> TrainConfig:
-    """``base`` (resolved from ``given``) trained for :data:`MIN_EPOCHS` epochs when neither
-    ``given`` nor its recipe set a length and its default steps are fewer."""
-    if given.steps is not None or given.epochs is not None or base.epochs is not None:
-        return base
-    if MIN_EPOCHS * (train_examples // base.batch_size) <= base.steps:
-        return base
-    return dataclasses.replace(base, steps=None, epochs=float(MIN_EPOCHS))
 
 
 def shared_eval_sizes(sizes: SizeList) -> tuple[SizeList, str | None]:

@@ -12,7 +12,7 @@ import os
 import re
 import runpy
 
-from fcn_jax.config import TrainConfig, field_types
+from fcn_jax.config import ResolvedConfig, TrainConfig, field_types
 
 # Set by the sweep itself, not by the grid.
 _RESERVED = {"seed": "give seeds with --seeds", "data_dir": "give it as a base flag"}
@@ -28,14 +28,14 @@ class Run:
       params: its grid values (field → value).
       seed: its seed.
       flags: its training flags (base flags, grid values, seed; no workdir).
-      config: the config those flags give (None when read back from ``sweep.json``).
+      config: the config those flags give, resolved (None when read back from ``sweep.json``).
     """
 
     name: str
     params: dict
     seed: int
     flags: tuple[str, ...]
-    config: TrainConfig | None = dataclasses.field(default=None, compare=False, repr=False)
+    config: ResolvedConfig | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "params": self.params, "seed": self.seed, "flags": self.flags}
@@ -200,16 +200,16 @@ def plan_runs(grid: dict[str, list], seeds: list[int], base: dict) -> list[Run]:
     for combo in itertools.product(*(grid[k] for k in keys)):
         params = dict(zip(keys, combo))
         where = "grid point " + ", ".join(f"{k}={v}" for k, v in params.items())
-        try:
-            TrainConfig(**{**base, **params}).resolved()  # validates, size specs included
+        try:  # resolved once a run (validated, size settings included): the reuse rule's
+            configs = [TrainConfig(**{**base, **params, "seed": s}).resolved() for s in seeds]
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
-        for seed in seeds:
+        for seed, config in zip(seeds, configs):
             name = run_name(params, seed)
             if name in names:
                 raise ValueError(f"{where} and {names[name]} both map to run name {name!r}")
             names[name] = where
             values = {**base, **params, "seed": seed}
             flags = tuple(f for f in (flag(k, v) for k, v in values.items()) if f)
-            runs.append(Run(name, params, seed, flags, TrainConfig(**values)))
+            runs.append(Run(name, params, seed, flags, config))
     return runs
