@@ -29,13 +29,8 @@ from experiments.flags import (
 )
 from fcn_jax.checkpoint import CheckpointError
 from fcn_jax.config import TrainConfig, field_help, flag_defaults
-from fcn_jax.runs.compare import (
-    POLICIES,
-    CompareConfig,
-    comparison_defaults,
-    run_comparison,
-    with_shared_cache,
-)
+from fcn_jax.runs.compare import POLICIES, CompareConfig, comparison_defaults, run_comparison
+from fcn_jax.runs.rundir import with_shared_cache
 from fcn_jax.train import NonFiniteLossError
 
 DEFAULTS = comparison_defaults()

@@ -165,7 +165,7 @@ class TrainConfig:
     )
     batch_size: int | None = _field(
         None,
-        "global batch size (the base size with mixed:...:scale)",
+        "global batch size (the base size with mixed_step:...:scale)",
     )
     optimizer: str | None = _field(
         None,

@@ -15,7 +15,7 @@ from fcn_jax.data import load_dataset, parse_size_policy
 from fcn_jax.outputs import write_json
 from fcn_jax.runs import grid as grids
 from fcn_jax.runs import launch, sweep, sweep_results
-from fcn_jax.runs.rundir import RunDir
+from fcn_jax.runs.rundir import RunDir, run_name
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = [sys.executable, "-m", "experiments.train"]
@@ -91,7 +91,7 @@ def test_plan_names_and_flags():
         "--train_size=fixed:24",
         "--seed=0",
     )
-    long = grids.run_name({"eval_sizes": ",".join(map(str, range(100)))}, 0)
+    long = run_name(grids.point_label({"eval_sizes": ",".join(map(str, range(100)))}), 0, "__")
     assert len(long) <= 120
 
 

@@ -25,7 +25,7 @@ from fcn_jax.data import Dataset, SizePolicy, parse_size_policy
 from fcn_jax.data.policies import KIND_ALIASES
 from fcn_jax.run import train_and_evaluate
 from fcn_jax.runs.report import PRODUCTION_SIZE, findings, write_report
-from fcn_jax.runs.rundir import RunDir
+from fcn_jax.runs.rundir import RunDir, run_name, with_shared_cache
 from fcn_jax.runs.stats import machine_info, sort_sizes, stats
 from fcn_jax.setup import default_policy, model_spec, open_dataset
 from fcn_jax.sizes import SizeList, format_size
@@ -163,10 +163,6 @@ def _compact(size) -> str:
     return str(size[0]) if len(set(size)) == 1 else format_size(size)
 
 
-def run_name(policy: str, seed: int) -> str:
-    return f"{policy}-seed{seed}"
-
-
 @dataclasses.dataclass
 class Plan:
     """What a comparison runs: each policy's run config per seed, all on one test grid."""
@@ -257,15 +253,6 @@ def run_comparison(config: CompareConfig, workdir: str, *, command: list[str] | 
     if jax.process_index() == 0:  # one writer
         write_report(results, workdir)
     return results
-
-
-def with_shared_cache(config: TrainConfig, workdir: str) -> TrainConfig:
-    """``config`` with ``--compilation_cache_dir`` (unless set) ``workdir/xla_cache``: every run
-    compiles the same eval shapes (and some of the same train shapes)."""
-    default = os.path.join(os.path.abspath(workdir), "xla_cache")
-    return dataclasses.replace(
-        config, compilation_cache_dir=config.compilation_cache_dir or default
-    )
 
 
 def shared_eval_sizes(sizes: SizeList) -> tuple[SizeList, str | None]:

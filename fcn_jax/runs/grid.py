@@ -5,7 +5,6 @@ expanded (× seeds) into :class:`Run` s by :func:`plan_runs`."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import os
@@ -13,10 +12,10 @@ import re
 import runpy
 
 from fcn_jax.config import ResolvedConfig, TrainConfig, field_types
+from fcn_jax.runs.rundir import run_name
 
 # Set by the sweep itself, not by the grid.
 _RESERVED = {"seed": "give seeds with --seeds", "data_dir": "give it as a base flag"}
-_MAX_NAME = 120
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,21 +165,9 @@ def _slug(value) -> str:
     return re.sub(r"[^A-Za-z0-9.=+-]+", "_", str(value)).strip("_") or "_"
 
 
-def run_name(params: dict, seed: int) -> str:
-    """``model=seed__train_size=fixed_28__seed0`` (a hash replaces the tail of long names)."""
-    name = "__".join([*(f"{k}={_slug(v)}" for k, v in params.items()), f"seed{seed}"])
-    if len(name) > _MAX_NAME:
-        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
-        name = f"{name[: _MAX_NAME - 11]}-{digest}"
-    return name
-
-
-def with_shared_cache(base: dict, grid: dict, workdir: str) -> dict:
-    """``base`` plus ``compilation_cache_dir=DIR/xla_cache`` unless set: runs of a sweep
-    share most shapes (the eval sizes, often the train sizes), so each compiles them once."""
-    if "compilation_cache_dir" in base or "compilation_cache_dir" in grid:
-        return base
-    return {**base, "compilation_cache_dir": os.path.join(os.path.abspath(workdir), "xla_cache")}
+def point_label(params: dict) -> str:
+    """``model=seed__train_size=fixed_28``: a grid point in its runs' names."""
+    return "__".join(f"{k}={_slug(v)}" for k, v in params.items())
 
 
 def plan_runs(grid: dict[str, list], seeds: list[int], base: dict) -> list[Run]:
@@ -205,7 +192,7 @@ def plan_runs(grid: dict[str, list], seeds: list[int], base: dict) -> list[Run]:
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
         for seed, config in zip(seeds, configs):
-            name = run_name(params, seed)
+            name = run_name(point_label(params), seed, sep="__")
             if name in names:
                 raise ValueError(f"{where} and {names[name]} both map to run name {name!r}")
             names[name] = where

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import hashlib
 import os
 
 import jax
@@ -26,6 +27,7 @@ from fcn_jax.outputs import read_json, write_atomic, write_json
 from fcn_jax.settings import canonical_sizes
 
 ERROR_TAIL_LINES = 40  # of stderr.log, kept in error.txt
+MAX_NAME = 120  # characters of a run's directory name
 # Summary fields measured while training: a re-evaluation trains no step, so it keeps those of
 # the run that trained.
 TRAINING_MEASUREMENTS = (
@@ -127,6 +129,30 @@ class RunDir:
     def error_line(self) -> str:
         """The line of error.txt that says what went wrong."""
         return _last_error_line(_tail(self.error_path, ERROR_TAIL_LINES))
+
+
+def run_name(label: str, seed: int, sep: str = "-") -> str:
+    """A run's directory name: ``fixed-seed0`` (a comparison's), ``model=seed__seed0`` (a
+    sweep's, ``sep="__"``); a hash replaces the tail of one over :data:`MAX_NAME` characters."""
+    name = f"{label}{sep}seed{seed}" if label else f"seed{seed}"
+    if len(name) > MAX_NAME:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+        name = f"{name[: MAX_NAME - 11]}-{digest}"
+    return name
+
+
+def with_shared_cache(config, workdir: str):
+    """``config`` (a config, or a dict of flag values) with ``--compilation_cache_dir`` set to
+    ``workdir/xla_cache`` unless it sets one: the runs of a comparison or a sweep compile many
+    of the same shapes (the test sizes, often the train sizes), so each is compiled once."""
+    cache = os.path.join(os.path.abspath(workdir), "xla_cache")
+    if isinstance(config, dict):
+        return (
+            config
+            if config.get("compilation_cache_dir")
+            else {**config, "compilation_cache_dir": cache}
+        )
+    return dataclasses.replace(config, compilation_cache_dir=config.compilation_cache_dir or cache)
 
 
 def _tail(path: str, lines: int) -> str:
