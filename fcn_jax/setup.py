@@ -18,6 +18,7 @@ from fcn_jax.config import ResolvedConfig, TrainConfig
 from fcn_jax.data import Dataset, SizePolicy, TrainLoader, load_dataset, resolve_buckets
 from fcn_jax.data.augment import parse_augmentation
 from fcn_jax.data.device_loader import DeviceLoader, device_data_problem, device_layout
+from fcn_jax.data.plan import BatchPlan
 from fcn_jax.models import ModelSpec, build_model
 from fcn_jax.optim import make_optimizer, make_schedule
 from fcn_jax.process import setup_process
@@ -79,15 +80,20 @@ def make_train_loader(config: TrainConfig, dataset: Dataset, policy, buckets, me
     problem = device_data_problem(dataset.train, config.device_data_fraction, layout)
     if config.input_pipeline == "device" and problem:
         raise ValueError(f"--input_pipeline=device: the train split of {dataset.name}: {problem}")
-    kw = dict(
+    plan = BatchPlan(
+        dataset.train,
+        policy,
+        buckets,
+        config.batch_size,
+        config.seed,
+        process_count=jax.process_count(),
         min_size=min_size,
         batch_multiple=mesh.size,
         augmentation=parse_augmentation(config.zoom, config.translate),
     )
-    args = (dataset.train, policy, buckets, config.batch_size, config.seed)
     if config.input_pipeline != "grain" and not problem:
         logging.info("input pipeline: device (the train split is held on the devices)")
-        return DeviceLoader(*args, mesh=mesh, **kw)
+        return DeviceLoader(plan, mesh=mesh)
     if config.input_pipeline == "grain":
         logging.info("input pipeline: grain (host), as --input_pipeline asks")
     else:
@@ -95,12 +101,7 @@ def make_train_loader(config: TrainConfig, dataset: Dataset, policy, buckets, me
             "input pipeline: grain (host): the train split of %s: %s", dataset.name, problem
         )
     return TrainLoader(
-        *args,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        worker_count=config.worker_count,
-        mesh=mesh,
-        **kw,
+        plan, process_index=jax.process_index(), worker_count=config.worker_count, mesh=mesh
     )
 
 

@@ -20,6 +20,7 @@ from fcn_jax.data.arrays import ArraySource
 from fcn_jax.data.assemble import assemble
 from fcn_jax.data.augment import parse_augmentation
 from fcn_jax.data.device_loader import DeviceLoader, device_data_problem, device_layout, read_split
+from fcn_jax.data.plan import BatchPlan
 from fcn_jax.data.sources import Dataset
 from fcn_jax.models import layers, strided_conv
 from fcn_jax.run import train_and_evaluate
@@ -51,8 +52,8 @@ def _pair(source, spec, zoom=None, translate=0.0, seed=3):
     spec_k = "auto:3" if policy.pads else None
     buckets = resolve_buckets(spec_k, policy, source.sizes(), min_size=min_size)
     kw = dict(min_size=min_size, augmentation=parse_augmentation(zoom, translate))
-    host = TrainLoader(source, policy, buckets, 8, seed, num_threads=1, **kw)
-    return host, DeviceLoader(source, policy, buckets, 8, seed, mesh=MESH, **kw)
+    plan = BatchPlan(source, policy, buckets, 8, seed, **kw)
+    return TrainLoader(plan, num_threads=1), DeviceLoader(plan, mesh=MESH)
 
 
 @pytest.mark.parametrize(
@@ -187,7 +188,7 @@ def test_layouts_of_a_split_whose_sizes_vary():
     assert list(layout.row[28:]) == [28, 29, 0, 1]
     slabs, _ = read_split(source, layout)
     assert [x.shape for x in slabs] == [(30, 4, 4, 1), (2, 20, 20, 1)] and slabs[1].all()
-    batches = DeviceLoader(source, policy, buckets, 2, 0, mesh=MESH)
+    batches = DeviceLoader(BatchPlan(source, policy, buckets, 2, 0), mesh=MESH)
     assert batches.storage_dtype == np.uint8
     for _ in range(16):  # every batch of an epoch, from its bucket's slab
         batch = jax.device_get(next(batches))
@@ -217,7 +218,8 @@ def test_padded_native_device_batch_equals_each_example_alone(step):
     source = _varied(n=12, low=8, high=20, seed=step)
     policy = parse_size_policy("native", 2)
     buckets = resolve_buckets("auto:2", policy, source.sizes(), min_size=(4, 4))
-    loader = DeviceLoader(source, policy, buckets, 3, step, mesh=MESH, min_size=(4, 4))
+    plan = BatchPlan(source, policy, buckets, 3, step, min_size=(4, 4))
+    loader = DeviceLoader(plan, mesh=MESH)
     batch = jax.device_get(next(loader))
     model = fcn_jax.create_model("seed", num_classes=5, width=0.25, seed=1)
     padded = np.asarray(model(batch["image"], sizes=batch["sizes"]))

@@ -30,17 +30,15 @@ import math
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 import jax
 import numpy as np
 
 from fcn_jax import sharding
 from fcn_jax.data.assemble import Held, OnDevice, assemble_next, batch_key
-from fcn_jax.data.augment import Augmentation
 from fcn_jax.data.buckets import fitting_buckets
 from fcn_jax.data.plan import BatchPlan, PlannedLoader, effective_sizes
-from fcn_jax.data.policies import SizePolicy
 from fcn_jax.data.sources import Source
 
 READ_CHUNK = 1024
@@ -161,11 +159,10 @@ def _read_all(source: Source, layout: Layout) -> tuple[list[np.ndarray], np.ndar
 
 
 class DeviceLoader(PlannedLoader):
-    """Infinite, deterministic, resumable training batches built on the devices.
-
-    Same arguments and plan as :class:`~fcn_jax.data.loader.TrainLoader` (a
-    :class:`~fcn_jax.data.plan.BatchPlan`, ``plan``; ``process_count`` and the rows each
-    process takes come from ``mesh``); batches are global arrays split over ``mesh``
+    """Infinite, deterministic, resumable training batches of a
+    :class:`~fcn_jax.data.plan.BatchPlan` (``plan``, made for ``jax.process_count()``
+    processes), built on the devices: the same batches as
+    :class:`~fcn_jax.data.loader.TrainLoader`'s, global arrays split over ``mesh``
     (``{"image", "label", "sizes"}``). The source is held as :func:`device_layout` says
     (:func:`device_data_problem`: whether it fits). ``compile_seconds``: time spent compiling
     the assembly on its own (``next(loader)``), once per bucket.
@@ -173,32 +170,14 @@ class DeviceLoader(PlannedLoader):
 
     pipeline = "device"
 
-    def __init__(
-        self,
-        source: Source,
-        policy: SizePolicy,
-        buckets: Sequence[Sequence[int]],
-        batch_size: int,
-        seed: int,
-        *,
-        mesh: jax.sharding.Mesh,
-        min_size: Sequence[int] | None = None,
-        batch_multiple: int | None = None,
-        augmentation: Augmentation | None = None,
-    ):
-        plan = BatchPlan(
-            source,
-            policy,
-            buckets,
-            batch_size,
-            seed,
-            process_count=jax.process_count(),
-            min_size=min_size,
-            batch_multiple=batch_multiple,
-            augmentation=augmentation,
-        )
+    def __init__(self, plan: BatchPlan, *, mesh: jax.sharding.Mesh):
+        if plan.process_count != jax.process_count():
+            raise ValueError(
+                f"a plan for {plan.process_count} processes, not {jax.process_count()}"
+            )
         super().__init__(plan)
-        self.layout = device_layout(source, policy, plan.buckets, plan.min_size)
+        source = plan.source
+        self.layout = device_layout(source, plan.policy, plan.buckets, plan.min_size)
         slabs, labels = read_split(source, self.layout)
         self.storage_dtype = slabs[0].dtype
         self._mesh = mesh

@@ -24,7 +24,6 @@ import numpy as np
 from absl import flags
 
 from fcn_jax import sharding
-from fcn_jax.data.augment import Augmentation
 from fcn_jax.data.buckets import fitting_buckets, resolve_buckets
 from fcn_jax.data.plan import TRAIN_KEYS, BatchPlan, PlannedLoader, effective_sizes
 from fcn_jax.data.policies import SizePolicy
@@ -61,39 +60,15 @@ def _paste(batch: Batch, k: int, index: int, image: np.ndarray, label: int) -> N
 
 
 class TrainLoader(PlannedLoader):
-    """Infinite, deterministic, resumable training batches, assembled on the host by Grain,
-    following a :class:`~fcn_jax.data.plan.BatchPlan` (``plan``).
-
-    Plan per epoch (identical on every process): a permutation of the examples drawn from
-    ``(seed, epoch)``, then
-
-    * fixed / mixed_step / mixed_example: consecutive chunks of the permutation; the last partial
-      chunk is dropped. mixed_step draws each step's size from ``(seed, step)``; with
-      ``scale_batch`` the batch size follows :meth:`SizePolicy.batch_size` and the epoch ends
-      when the next batch does not fit. mixed_example draws each step's bucket and every
-      example's size within it from ``(seed, step)`` (:class:`ExampleSizes`).
-    * native: examples are grouped by bucket (the smallest-area bucket they fit, after raising
-      them to ``min_size``) in permutation order, chunked into full batches (each bucket's
-      remainder is dropped for that epoch; the next permutation gives them another chance), and
-      the batches shuffled.
-
-    Examples smaller than ``min_size`` on some axis are upsized to it on that axis (native), and
-    fixed/mixed sizes below ``min_size`` are an error. ``augmentation`` zooms and shifts every
-    example within its canvas, drawn from ``(seed, step)``. On ``process_count`` processes, each
-    takes rows ``process_index::process_count`` of every global batch.
-    (:class:`~fcn_jax.data.device_loader.DeviceLoader` follows the same plan on the devices.)
+    """Infinite, deterministic, resumable training batches of a
+    :class:`~fcn_jax.data.plan.BatchPlan` (``plan``), assembled on the host by Grain. On
+    ``plan.process_count`` processes, each takes rows ``process_index::process_count`` of
+    every global batch. (:class:`~fcn_jax.data.device_loader.DeviceLoader` follows a plan on
+    the devices.)
 
     Args:
-      source: random-access examples with ``sizes()``.
-      policy: a parsed size policy.
-      buckets: the declared batch shapes (``resolve_buckets``); must cover the policy's sizes.
-      batch_size: global batch size (the base batch size with ``scale_batch``).
-      seed: plan seed.
-      process_index, process_count: multi-host sharding.
-      min_size: the model's smallest extent per axis.
-      batch_multiple: ``scale_batch`` batch sizes are multiples of this (default
-        ``process_count``; pass the global device count).
-      augmentation: random zoom and shift (default: none).
+      plan: the batches to make.
+      process_index: this process's rows.
       num_threads, prefetch: Grain background threads and batches read ahead.
       worker_count: batches are made in this many processes (Grain multiprocessing; the
         loader and its source are pickled to each) instead of this process's threads.
@@ -106,35 +81,16 @@ class TrainLoader(PlannedLoader):
 
     def __init__(
         self,
-        source: Source,
-        policy: SizePolicy,
-        buckets: Sequence[Sequence[int]],
-        batch_size: int,
-        seed: int,
+        plan: BatchPlan,
         *,
         process_index: int = 0,
-        process_count: int = 1,
-        min_size: Sequence[int] | None = None,
-        batch_multiple: int | None = None,
-        augmentation: Augmentation | None = None,
         num_threads: int = 2,
         prefetch: int = 4,
         worker_count: int = 0,
         mesh: jax.sharding.Mesh | None = None,
     ):
-        if not 0 <= process_index < process_count:
-            raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-        plan = BatchPlan(
-            source,
-            policy,
-            buckets,
-            batch_size,
-            seed,
-            process_count=process_count,
-            min_size=min_size,
-            batch_multiple=batch_multiple,
-            augmentation=augmentation,
-        )
+        if not 0 <= process_index < plan.process_count:
+            raise ValueError(f"process_index {process_index} not in [0, {plan.process_count})")
         super().__init__(plan)
         self.process_index = process_index
         self._reading = (num_threads, prefetch, worker_count)

@@ -37,9 +37,40 @@ def effective_sizes(sizes: np.ndarray, min_size: Sequence[int]) -> np.ndarray:
 
 
 class BatchPlan:
-    """Deterministic plan of global training batches (see
-    :class:`~fcn_jax.data.loader.TrainLoader` for the plan's rules and the arguments): a pure
-    function of the step, with no position of its own (the loaders keep theirs)."""
+    """Deterministic plan of global training batches: a pure function of the step, with no
+    position of its own (the loaders that follow it keep theirs).
+
+    Plan per epoch (identical on every process): a permutation of the examples drawn from
+    ``(seed, epoch)``, then
+
+    * fixed / mixed_step / mixed_example: consecutive chunks of the permutation; the last partial
+      chunk is dropped. mixed_step draws each step's size from ``(seed, step)``; with
+      ``scale_batch`` the batch size follows :meth:`SizePolicy.batch_size` and the epoch ends
+      when the next batch does not fit. mixed_example draws each step's bucket and every
+      example's size within it from ``(seed, step)`` (:class:`ExampleSizes`).
+    * native: examples are grouped by bucket (the smallest-area bucket they fit, after raising
+      them to ``min_size``) in permutation order, chunked into full batches (each bucket's
+      remainder is dropped for that epoch; the next permutation gives them another chance), and
+      the batches shuffled.
+
+    Examples smaller than ``min_size`` on some axis are upsized to it on that axis (native), and
+    fixed/mixed sizes below ``min_size`` are an error. ``augmentation`` zooms and shifts every
+    example within its canvas, drawn from ``(seed, step)``. The host loader
+    (:class:`~fcn_jax.data.loader.TrainLoader`) and the device loader
+    (:class:`~fcn_jax.data.device_loader.DeviceLoader`) make the same batches of a plan.
+
+    Args:
+      source: random-access examples with ``sizes()``.
+      policy: a parsed size policy.
+      buckets: the declared batch shapes (``resolve_buckets``); must cover the policy's sizes.
+      batch_size: global batch size (the base batch size with ``scale_batch``).
+      seed: plan seed.
+      process_count: the processes that each read their rows of a batch.
+      min_size: the model's smallest extent per axis.
+      batch_multiple: ``scale_batch`` batch sizes are multiples of this (default
+        ``process_count``; pass the global device count).
+      augmentation: random zoom and shift (default: none).
+    """
 
     def __init__(
         self,

@@ -127,22 +127,22 @@ class CompareConfig:
         """Each policy's ``--train_size``, parsed for ``dataset`` (e.g. ``{"fixed":
         SizePolicy("fixed", 2, size=(28, 28)), ...}``), the defaults derived from it and the
         test sizes (see the attributes)."""
-        d, own = dataset.spatial_dims, default_policy(dataset)  # fixed at the data's size or native
-        fixed = self.fixed_size or (
-            format_size(own.size) if own.size else ("28" if d == 2 else "40")
-        )
-        f = parse_size_policy(f"fixed:{fixed}", d).size
+        d, fixed = dataset.spatial_dims, default_policy(dataset)  # at the data's size, or native
+        if self.fixed_size:
+            fixed = parse_size_policy(f"fixed:{self.fixed_size}", d)
+        elif fixed.kind != "fixed":
+            fixed = SizePolicy("fixed", d, size=(28, 28) if d == 2 else (40,))
+        f = fixed.size
         lo = [min(v) for v in zip(f, *eval_sizes)]
         hi = [max(v) for v in zip(f, *eval_sizes)]
         example = self.example_size or f"{_compact(lo)}-{_compact(hi)}{DEFAULT_EXAMPLE_OPTIONS}"
         mixed = self.mixed_size or _step_grid(f, lo, hi, STEP_GRID_VALUES[d])
-        specs = {
-            "fixed": f"fixed:{fixed}",
-            "mixed_step": f"mixed_step:{mixed}",
-            "mixed_example": f"mixed_example:{example}",
-            "native": "native",
+        return {
+            "fixed": fixed,
+            "mixed_step": parse_size_policy(f"mixed_step:{mixed}", d),
+            "mixed_example": parse_size_policy(f"mixed_example:{example}", d),
+            "native": SizePolicy("native", d),
         }
-        return {p: parse_size_policy(spec, d) for p, spec in specs.items()}
 
 
 def _step_grid(fixed, lo, hi, values: int) -> str:
