@@ -13,7 +13,7 @@ import jax
 
 from fcn_jax import sharding
 from fcn_jax.config import TrainConfig
-from fcn_jax.steps import TRAIN_KEYS
+from fcn_jax.data.plan import TRAIN_KEYS
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 COLUMNS = ("part", "name", "value", "unit", "target", "met", "note")

@@ -28,22 +28,14 @@ from experiments.flags import (
     setup_process_from_flags,
 )
 from fcn_jax.checkpoint import CheckpointError
-from fcn_jax.config import TrainConfig, field_help
-from fcn_jax.runs.compare import (
-    DEFAULT_DATASET,
-    DEFAULT_EVAL_EXAMPLES,
-    POLICIES,
-    TRAIN_DEFAULTS,
-    CompareConfig,
-    run_comparison,
-    with_shared_cache,
-)
+from fcn_jax.config import TrainConfig, field_help, flag_defaults
+from fcn_jax.runs.compare import POLICIES, CompareConfig, comparison_defaults, run_comparison
+from fcn_jax.runs.rundir import with_shared_cache
 from fcn_jax.train import NonFiniteLossError
 
-define_flags(TrainConfig, field_help(TRAIN_DEFAULTS))
+DEFAULTS = comparison_defaults()
+define_flags(TrainConfig, field_help(DEFAULTS), flag_defaults(DEFAULTS))
 define_cluster_flags()
-flags.FLAGS.set_default("dataset", DEFAULT_DATASET)
-flags.FLAGS.set_default("eval_examples", DEFAULT_EVAL_EXAMPLES)
 flags.DEFINE_string("workdir", "runs/compare", "comparison directory: runs, report and plots")
 flags.DEFINE_integer("seeds", 1, "runs per policy, with seeds --seed, --seed+1, ...")
 flags.DEFINE_list(

@@ -15,9 +15,10 @@ from absl import logging as absl_logging
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def define_flags(config_cls, help_texts: dict[str, str]) -> None:
+def define_flags(config_cls, help_texts: dict[str, str], defaults=None) -> None:
     """One absl flag per dataclass field, typed after the field (``X | None`` → optional), with
-    the field's default (None: unset, filled later by ``resolved``)."""
+    the field's value in ``defaults`` (an instance; default: the dataclass's defaults; None:
+    unset, filled later by ``resolved``)."""
     from fcn_jax.config import field_types
 
     types = field_types(config_cls)
@@ -28,7 +29,8 @@ def define_flags(config_cls, help_texts: dict[str, str]) -> None:
             float: flags.DEFINE_float,
             str: flags.DEFINE_string,
         }[types[field.name][0]]
-        define(field.name, field.default, help_texts.get(field.name, field.name))
+        default = field.default if defaults is None else getattr(defaults, field.name)
+        define(field.name, default, help_texts.get(field.name, field.name))
 
 
 CLUSTER_HELP = {

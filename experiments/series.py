@@ -25,7 +25,7 @@ from experiments.flags import PROJECT_ROOT, base_flags, define_flags, run_cleanl
 from fcn_jax.config import TrainConfig, field_help
 from fcn_jax.data import DataError
 from fcn_jax.runs import series as suite
-from fcn_jax.runs.grid import with_shared_cache
+from fcn_jax.runs.rundir import with_shared_cache
 from fcn_jax.runs.sweep import run_local
 
 define_flags(TrainConfig, field_help())
@@ -52,7 +52,7 @@ def main(argv):
         if key in base:
             raise ValueError(f"--{key}: the suite sets it per run (--datasets, --seeds, variants)")
     entries = suite.describe(f.datasets, validation=f.validation, data_dir=base.get("data_dir"))
-    runs = suite.plan(entries, f.variants, f.seeds, with_shared_cache(base, {}, f.workdir))
+    runs = suite.plan(entries, f.variants, f.seeds, with_shared_cache(base, f.workdir))
     if not f.report_only:
         print(f"{len(runs)} runs in {f.workdir}/runs")
         command = [f.python, "-m", "experiments.train"]

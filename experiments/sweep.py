@@ -9,15 +9,15 @@
     python -m experiments.sweep --workdir=runs/lr2 --set=learning_rate=1e-3,3e-3 --distributed \
         --launcher=slurm --sbatch=--ntasks=2      # every run: srun of 2 processes
 
-A grid file is JSON ({"model": ["seed", "allcnn"], "train_size": ["fixed:28", "mixed:16-56:20"]})
-or Python defining GRID = {...}. Every other experiments.train flag is a base flag given to all
-runs. Runs live in WORKDIR/runs/<name>/; a finished one is reused when it was run with the
-same results-relevant flags (bookkeeping such as --log_every may differ), else re-evaluated
-or refused by training (by this command, for Slurm); a failed one leaves error.txt and makes
-the exit status 1. Results: WORKDIR/results.csv and results.png. With --distributed every run
-is several processes: srun over each array task's job (--launcher=slurm), or, locally, the
-same sweep command on every host with the explicit cluster flags (run K coordinates on
-PORT + 1 + K; process 0 writes the sweep's files).
+A grid file is JSON ({"model": ["seed", "allcnn"], "train_size": ["fixed:28",
+"mixed_step:16-56:20"]}) or Python defining GRID = {...}. Every other experiments.train flag is
+a base flag given to all runs. Runs live in WORKDIR/runs/<name>/; a finished one is reused when
+it was run with the same results-relevant flags (bookkeeping such as --log_every may differ),
+else re-evaluated or refused by training (by this command, for Slurm); a failed one leaves
+error.txt and makes the exit status 1. Results: WORKDIR/results.csv and results.png. With
+--distributed every run is several processes: srun over each array task's job
+(--launcher=slurm), or, locally, the same sweep command on every host with the explicit cluster
+flags (run K coordinates on PORT + 1 + K; process 0 writes the sweep's files).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from fcn_jax.config import TrainConfig, field_help
 from fcn_jax.process import Cluster
 from fcn_jax.runs import grid as grids
 from fcn_jax.runs import launch, sweep, sweep_results
+from fcn_jax.runs.rundir import with_shared_cache
 from fcn_jax.workdir_lock import WorkdirLock
 
 define_flags(TrainConfig, field_help())
@@ -111,7 +112,9 @@ def sweep_and_aggregate(cluster, writer: bool, lock: WorkdirLock) -> int:
             seeds = [int(s) for s in f.seeds]
         except ValueError:
             raise ValueError(f"--seeds={','.join(f.seeds)}: expected integers") from None
-        base = grids.with_shared_cache(base_flags(TrainConfig), grid, f.workdir)
+        base = base_flags(TrainConfig)
+        if "compilation_cache_dir" not in grid:  # a grid of caches: each run its own
+            base = with_shared_cache(base, f.workdir)
         runs = grids.plan_runs(grid, seeds, base)
         command = ["python", "-m", "experiments.sweep", *sys.argv[1:]]
         if writer:

@@ -189,10 +189,14 @@ def _unwrap_values(tree):
 
 
 def restore_model(workdir: str) -> FCN:
-    """The trained model of a run directory, in eval mode."""
+    """The trained model of a run directory, in eval mode; a one-line
+    :class:`CheckpointError` when the directory is missing, is not a run, holds no checkpoint
+    or one that does not fit its config."""
     config_path = os.path.join(workdir, "config.json")
-    if not os.path.exists(config_path):
-        raise CheckpointError(f"{config_path} not found: is {workdir!r} a training run directory?")
+    if not os.path.isdir(workdir):
+        raise CheckpointError(f"run directory {workdir!r} does not exist")
+    if not os.path.isfile(config_path):
+        raise CheckpointError(f"{workdir!r} is not a training run directory (no config.json)")
     with open(config_path) as f:
         spec = ModelSpec(**json.load(f)["model_spec"])
     restored = Checkpointer(workdir).restore()
@@ -216,16 +220,13 @@ def restore_model(workdir: str) -> FCN:
 
 
 def restore_run(workdir: str):
-    """The trained model of a run directory, via :func:`restore_model` (eval mode).
-    ``ValueError`` with a one-line message when the directory is missing, is not a run, or
-    holds no checkpoint."""
-    if not os.path.isdir(workdir):
-        raise ValueError(f"run directory {workdir!r} does not exist")
-    if not os.path.isfile(os.path.join(workdir, "config.json")):
-        raise ValueError(f"{workdir!r} is not a training run directory (no config.json)")
+    """:func:`restore_model` for the commands: every failure a ``ValueError`` with a one-line
+    message."""
     try:
         return restore_model(workdir)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:  # RuntimeError: CheckpointError
+    except CheckpointError as e:
+        raise ValueError(str(e)) from None
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise ValueError(f"cannot restore a model from {workdir!r}: {e}") from None
 
 

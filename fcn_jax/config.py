@@ -1,4 +1,6 @@
-"""The typed training configuration (library code never reads absl FLAGS)."""
+"""The typed training configuration (library code never reads absl FLAGS): a
+:class:`TrainConfig` as the flags give it (None: unset) and the :class:`ResolvedConfig` a run
+takes (every setting filled, size settings parsed)."""
 
 from __future__ import annotations
 
@@ -6,11 +8,17 @@ import dataclasses
 import typing
 
 from fcn_jax.models import PRESETS
-from fcn_jax.sizes import Size, parse_sizes
+from fcn_jax.settings import (
+    DEFAULT_EVAL_SIZES,
+    SIZE_FIELDS,
+    bind_sizes,
+    parsed_sizes,
+    spelled,
+)
+from fcn_jax.sizes import SizeList
 
-# Test sizes that include the 28×16 'production' image of the original discussion.
-DEFAULT_EVAL_SIZES_2D = "grid:16,28,40,56"
-DEFAULT_EVAL_SIZES_1D = "24,32,40,56,72"
+if typing.TYPE_CHECKING:
+    from fcn_jax.data import BucketSpec, SizePolicy
 
 
 # Values of the fields left unset (None) by the flags, the recipe and the caller's defaults.
@@ -29,8 +37,9 @@ DEFAULTS = {
     "label_smoothing": 0.0,
     "translate": 0.0,
 }
-# The training length is one setting given either way: a layer that sets one sets both.
-LENGTH_FIELDS = ("steps", "epochs")
+# The training length is one setting: a layer that sets one of these sets them all
+# (min_epochs: a defaults' floor under its steps; see training_length).
+LENGTH_FIELDS = ("steps", "epochs", "min_epochs")
 
 
 def _field(default, help: str, *, resumable: bool = False, affects_results: bool = True):
@@ -157,7 +166,7 @@ class TrainConfig:
     )
     batch_size: int | None = _field(
         None,
-        "global batch size (the base size with mixed:...:scale)",
+        "global batch size (the base size with mixed_step:...:scale)",
     )
     optimizer: str | None = _field(
         None,
@@ -274,106 +283,20 @@ class TrainConfig:
         affects_results=False,
     )
 
-    def resolved(self, defaults: dict | None = None) -> TrainConfig:
-        """A validated copy with every unset field filled: the recipe's value, else
-        ``defaults``'s, else :data:`DEFAULTS`'s. Explicit values always win; ``steps`` and
-        ``epochs`` count as one setting (explicitly giving both is an error)."""
+    def resolved(self, defaults: dict | None = None) -> ResolvedConfig:
+        """A validated copy with every unset field filled and its size settings parsed: the
+        recipe's value, else ``defaults``'s, else :data:`DEFAULTS`'s. Explicit values always
+        win; the training length is one setting (:func:`training_length`)."""
         from fcn_jax.recipes import recipe_values
 
-        values = self.to_dict()
-        if all(values[k] is not None for k in LENGTH_FIELDS):
+        explicit = parsed_sizes(self.to_dict())
+        if explicit["steps"] is not None and explicit["epochs"] is not None:
             raise ValueError(
                 f"--steps={self.steps} and --epochs={self.epochs}: give one training length"
             )
-        length_set = any(values[k] is not None for k in LENGTH_FIELDS)
-        recipe = recipe_values(self.recipe, values)
-        for layer in (recipe, defaults or {}, DEFAULTS):
-            for key, value in layer.items():
-                if key in LENGTH_FIELDS:
-                    if not length_set:
-                        values[key] = value
-                elif values[key] is None:
-                    values[key] = value
-            length_set = length_set or any(k in layer for k in LENGTH_FIELDS)
-        return TrainConfig(**values).validate()
-
-    def validate(self) -> TrainConfig:
-        """Raise ValueError with a one-line message for a bad value; return self (a resolved
-        config: see :meth:`resolved`)."""
-        if self.model not in PRESETS:
-            raise ValueError(f"--model={self.model!r}: expected one of {sorted(PRESETS)}")
-        choices = {
-            "optimizer": ("adamw", "sgd"),
-            "schedule": ("constant", "cosine", "warmup_cosine"),
-            "precision": ("float32", "bfloat16"),
-            "matmul_precision": ("auto", "default", "high", "highest"),
-            "conv_grad": ("auto", "custom", "autodiff"),
-            "input_pipeline": ("auto", "device", "grain"),
-            "eval_mode": ("resize", "canvas"),
-            "pool": ("avg", "max"),
-            "norm": (None, "none", "batch", "group"),
-            "normalize": (None, "series", "dataset", "none"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"--{name}={getattr(self, name)!r}: expected one of {allowed}")
-        counts = ["batch_size", "eval_batch_size", "checkpoint_every", "log_every"]
-        for name in counts + ["steps", "epochs", "depth", "eval_every"]:
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"--{name}={value}: expected a positive number")
-        if self.eval_examples is not None and self.eval_examples < 0:
-            raise ValueError(f"--eval_examples={self.eval_examples}: expected a number >= 0")
-        for name in ("learning_rate", "width"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"--{name}={getattr(self, name)}: expected a positive number")
-        for name in ("weight_decay", "warmup_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name}={getattr(self, name)}: expected a number >= 0")
-        if self.worker_count < 0:
-            raise ValueError(f"--worker_count={self.worker_count}: expected a number >= 0")
-        if not 0 < self.device_data_fraction <= 1:
-            raise ValueError(
-                f"--device_data_fraction={self.device_data_fraction}: expected 0 < value <= 1"
-            )
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"--label_smoothing={self.label_smoothing}: expected 0 <= value < 1")
-        if (self.steps is None) == (self.epochs is None):
-            raise ValueError("give one of --steps and --epochs")
-        from fcn_jax.data.augment import parse_augmentation
-
-        parse_augmentation(self.zoom, self.translate)
-        self.pixel_bounds()
-        self._check_size_specs()
-        return self
-
-    def _check_size_specs(self) -> None:
-        """Syntax of the size strings, before any data is loaded (the dimensionality, 1-D or
-        2-D, comes from the data: a spec must parse for at least one)."""
-        from fcn_jax.data.policies import parse_size_policy, resolve_buckets
-
-        for name, parse in (
-            ("train_size", lambda v, d: parse_size_policy(v, d)),
-            ("eval_sizes", parse_eval_sizes),
-            ("tta_sizes", parse_tta_sizes),
-            (
-                "buckets",
-                lambda v, d: resolve_buckets(v, parse_size_policy("native", d), [(1,) * d]),
-            ),
-        ):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            errors = []
-            for d in (2, 1):
-                try:
-                    parse(value, d)
-                    break
-                except ValueError as e:
-                    errors.append(str(e))
-            else:
-                message = errors[0]
-                raise ValueError(message if message.startswith("--") else f"--{name}: {message}")
+        layers = [explicit, recipe_values(self.recipe, explicit), defaults or {}, DEFAULTS]
+        values = {k: next((v[k] for v in layers if v.get(k) is not None), None) for k in explicit}
+        return ResolvedConfig(**{**values, **training_length(layers)})
 
     def pixel_bounds(self) -> tuple[float, float]:
         """``pixel_range`` as (LO, HI)."""
@@ -388,28 +311,110 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+
+@dataclasses.dataclass
+class ResolvedConfig(TrainConfig):
+    """A training config with every setting filled (:meth:`TrainConfig.resolved`), validated,
+    and its size settings parsed once: ``train_size`` a
+    :class:`~fcn_jax.data.policies.SizePolicy` (None: the data's own), ``buckets`` a
+    :class:`~fcn_jax.data.buckets.BucketSpec`, ``eval_sizes`` and ``tta_sizes``
+    :class:`~fcn_jax.sizes.SizeList` s (None: the default test sizes; no averaging). Text given
+    to them (``dataclasses.replace``, a recorded config) is parsed on construction. Sizes the
+    text leaves open (``fixed:28``) wait for the data: :meth:`for_data` binds them;
+    :meth:`to_dict` spells them canonically.
+
+    ``min_epochs`` (not recorded): a length that came from defaults giving it, raised to that
+    many epochs by :meth:`for_data` once the data's size is known.
+    """
+
+    train_size: SizePolicy | None = None
+    buckets: BucketSpec | None = None
+    eval_sizes: SizeList | None = None
+    tta_sizes: SizeList | None = None
+    min_epochs: float | None = None
+
+    def __post_init__(self):
+        for name, value in parsed_sizes({k: getattr(self, k) for k in SIZE_FIELDS}).items():
+            setattr(self, name, value)
+        from fcn_jax.config_checks import check_config
+
+        check_config(self)
+
+    def resolved(self, defaults: dict | None = None) -> ResolvedConfig:
+        """Itself: resolution happens once (a resolved config takes no other defaults)."""
+        if defaults:
+            raise ValueError("this config is resolved already: give defaults when resolving")
+        return self
+
+    def for_data(self, spatial_dims: int, train_examples: int | None = None) -> ResolvedConfig:
+        """This config for data of ``spatial_dims`` (1 or 2) with ``train_examples`` training
+        examples: size settings bound (the default test sizes filled in), a pending
+        ``min_epochs`` applied (:func:`training_length`). One-line ValueError naming the flag
+        whose sizes are of another dimensionality."""
+        bound = {k: bind_sizes(k, getattr(self, k), spatial_dims) for k in SIZE_FIELDS}
+        length = {k: getattr(self, k) for k in LENGTH_FIELDS}
+        length = training_length([length], self.batch_size, train_examples)
+        return dataclasses.replace(self, **bound, **length)
+
+    def to_dict(self) -> dict:
+        """The :class:`TrainConfig` fields, size settings in their canonical spelling (what
+        config.json records)."""
+        return {f.name: spelled(getattr(self, f.name)) for f in dataclasses.fields(TrainConfig)}
+
     def recipe_dropped(self) -> dict:
-        """Of a resolved config: the recipe's values it dropped as not applying to an explicit
-        choice (config.json's ``recipe_dropped``), e.g. ``{"buckets": "auto:8"}``."""
+        """The recipe's values dropped as not applying to an explicit choice (config.json's
+        ``recipe_dropped``), e.g. ``{"buckets": "auto:8"}``."""
         from fcn_jax.recipes import dropped_values
 
-        return dropped_values(self.recipe, self.to_dict())
+        return dropped_values(self.recipe, {"train_size": self.train_size, "buckets": self.buckets})
+
+
+def training_length(
+    layers: list[dict], batch_size: int | None = None, train_examples: int | None = None
+) -> dict:
+    """``steps``, ``epochs`` and a pending ``min_epochs``: the training length is one setting,
+    taken whole from the first of ``layers`` (explicit values, the recipe, the caller's
+    defaults, :data:`DEFAULTS`) that sets any of it. A ``min_epochs`` beside ``steps`` raises
+    the length to that many epochs of ``train_examples`` (when the steps are fewer) once they
+    are known; until then it stays pending."""
+    layer = next(v for v in layers if any(v.get(k) is not None for k in LENGTH_FIELDS))
+    length = {k: layer.get(k) for k in LENGTH_FIELDS}
+    if length["min_epochs"] is not None and train_examples is not None:
+        minimum = length["min_epochs"] * (train_examples // batch_size)
+        if length["steps"] is not None and minimum > length["steps"]:
+            length.update(steps=None, epochs=float(length["min_epochs"]))
+        length["min_epochs"] = None
+    return length
+
+
+def flag_defaults(defaults: dict) -> TrainConfig:
+    """A config of ``defaults``'s values for the fields never unset (their default is not
+    None: resolution cannot fill them), the dataclass's for the others: what a command's
+    flags start from (e.g. a comparison's dataset)."""
+    fixed = {f.name for f in dataclasses.fields(TrainConfig) if f.default is not None}
+    return TrainConfig(**{k: v for k, v in defaults.items() if k in fixed})
 
 
 def field_help(defaults: dict | None = None) -> dict[str, str]:
     """One-line help per config field (the absl entry point turns these into flags), naming
-    the value an unset field takes (``defaults`` over :data:`DEFAULTS`)."""
+    the value an unset field takes (``defaults`` over :data:`DEFAULTS`; the flags show the
+    others' own)."""
     from fcn_jax.recipes import RECIPES
 
     names = {
         "recipes": sorted(RECIPES),
         "presets": sorted(PRESETS),
-        "eval_2d": DEFAULT_EVAL_SIZES_2D,
-        "eval_1d": DEFAULT_EVAL_SIZES_1D,
+        "eval_2d": DEFAULT_EVAL_SIZES[2],
+        "eval_1d": DEFAULT_EVAL_SIZES[1],
     }
     texts = {f.name: f.metadata["help"].format(**names) for f in dataclasses.fields(TrainConfig)}
-    for key, value in {**DEFAULTS, **(defaults or {})}.items():
-        texts[key] += f" (default: {value})"
+    unset = {f.name for f in dataclasses.fields(TrainConfig) if f.default is None}
+    values = {**DEFAULTS, **(defaults or {})}
+    for key, value in values.items():
+        if key in unset:
+            texts[key] += f" (default: {value})"
+    if values.get("min_epochs"):
+        texts["steps"] += f" (at least {values['min_epochs']} epochs unless a length is given)"
     return texts
 
 
@@ -430,20 +435,3 @@ def field_types(config_cls: type = TrainConfig) -> dict[str, tuple[type, bool]]:
         base = [t for t in args if t is not type(None)] or [hints[f.name]]
         out[f.name] = (base[0], type(None) in args)
     return out
-
-
-def parse_eval_sizes(
-    spec: str | None, spatial_dims: int, *, flag: str = "eval_sizes", grid: bool = True
-) -> list[Size]:
-    """:func:`~fcn_jax.sizes.parse_sizes` of ``spec``, or of the default test sizes when unset."""
-    if spec is None:
-        spec = DEFAULT_EVAL_SIZES_2D if spatial_dims == 2 else DEFAULT_EVAL_SIZES_1D
-    return parse_sizes(spec, spatial_dims, flag=flag, grid=grid)
-
-
-def parse_tta_sizes(spec: str | None, spatial_dims: int) -> list[Size]:
-    """``"28,42"`` → [(28, 28), (42, 42)] (2-D): the sizes whose logits test-time
-    augmentation averages; [] when unset. A list only (no ``grid:``)."""
-    if spec is None:
-        return []
-    return parse_sizes(spec, spatial_dims, flag="tta_sizes", grid=False)

@@ -15,9 +15,10 @@ from jax.sharding import Mesh
 
 from fcn_jax.cam import pointing_game
 from fcn_jax.data import EvalLoader, Source, Subset
+from fcn_jax.data.plan import TRAIN_KEYS
 from fcn_jax.sharding import to_global
 from fcn_jax.sizes import format_size
-from fcn_jax.steps import TRAIN_KEYS, CompiledStep, make_eval_step, make_logits_step
+from fcn_jax.steps import CompiledStep, make_eval_step, make_logits_step
 
 # Batches of training images whose BatchNorm statistics are averaged per test size.
 RECALIBRATION_BATCHES = 2

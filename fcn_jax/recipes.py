@@ -1,62 +1,57 @@
 """Recipes: tuned values for the training flags, by name (``--recipe=NAME``).
 
-A recipe fills every flag the command line leaves unset; explicit flags override it, and the
-run's ``config.json`` records the resolved values (see ``TrainConfig.resolved``).
-
-``digits``: 2-D, MNIST-like grayscale digits, one set of weights for every size 16-64, tuned on
-real handwritten digits (``real_digits.npz``: MNIST's training images, 50 000 train and 10 000
-validation; 3 seeds in docs/results.md: 0.995 at 28x28, 0.991 at 28x16,
-0.989 at 16x28, 0.992-0.995 from 20x20 to 64x64; 14 epochs, about 10 minutes on 2 CPU cores)::
-
-    python -m experiments.train --workdir=runs/digits --recipe=digits \
-        --dataset=npz:$HOME/.cache/fcn-data/real_digits.npz \
-        --eval_sizes=14,20,28,28x16,16x28,40,56,64 --eval_examples=0
-
-``scaled_digits``: MNIST-scale (``python -m experiments.rescale``), 28x28 digits shrunk by
-0.3-1 about their centre, 10 000 training images; trained on enlarged copies (28-64 px) and
-tested with its logits averaged over 42x42 and 56x56 (``tta_accuracy``; realizations 0-2 in
-docs/results.md: 1.29% test error with the averaged logits,
-3.1% tested at 28x28 alone)::
-
-    python -m experiments.train --workdir=runs/scale0 --recipe=scaled_digits \
-        --dataset=npz:scale0.npz --eval_examples=0
-
-``signals``: 1-D, MNIST-1D-like signals, every length 32-72 (on ``mnist1d``, 3 seeds: 0.987 at
-length 40, at least 0.96 at every length 32-72; about 5 minutes on 2 CPU cores)::
-
-    python -m experiments.train --workdir=runs/signals --recipe=signals --dataset=mnist1d \
-        --eval_sizes=24,32,40,48,56,64,72
-
-``series``: 1-D UCR/UEA time series, each at its own length (``experiments.series`` runs it on
-seven archive datasets beside the published results; docs/results.md)::
-
-    python -m experiments.train --workdir=runs/vowels --recipe=series --dataset=ucr:JapaneseVowels
+A recipe is a function that returns the values it sets, its docstring saying what it is for,
+what it measured and the command that reproduces those numbers (big_vision's ``get_config()``
+habit); ``@recipe`` registers it under its name, so adding a recipe is one function. A recipe
+fills every flag the command line leaves unset; explicit flags override it, and the run's
+``config.json`` records the resolved values (see ``TrainConfig.resolved``).
 
 docs/results.md has the full tables and how they were measured.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from absl import logging
 
-from fcn_jax.data.policies import PADDED_KINDS
+RECIPES: dict[str, Callable[[], dict]] = {}
 
-# Optimizer, schedule and evaluation settings the recipes share.
-_SHARED = {
-    "buckets": "auto:8",
-    "batch_size": 64,
-    "optimizer": "adamw",
-    "learning_rate": 3e-3,
-    "schedule": "warmup_cosine",
-    "warmup_steps": 200,
-    "weight_decay": 1e-4,
-    "label_smoothing": 0.0,
-    "recalibrate_bn": True,
-}
 
-RECIPES: dict[str, dict] = {
-    "digits": {
-        **_SHARED,
+def recipe(fn: Callable[[], dict]) -> Callable[[], dict]:
+    """Register ``fn`` as recipe ``fn.__name__`` (``--recipe=NAME``)."""
+    RECIPES[fn.__name__] = fn
+    return fn
+
+
+def _shared() -> dict:
+    """Optimizer, schedule and evaluation settings the recipes share."""
+    return {
+        "buckets": "auto:8",
+        "batch_size": 64,
+        "optimizer": "adamw",
+        "learning_rate": 3e-3,
+        "schedule": "warmup_cosine",
+        "warmup_steps": 200,
+        "weight_decay": 1e-4,
+        "label_smoothing": 0.0,
+        "recalibrate_bn": True,
+    }
+
+
+@recipe
+def digits() -> dict:
+    """2-D, MNIST-like grayscale digits, one set of weights for every size 16-64, tuned on real
+    handwritten digits (``real_digits.npz``: MNIST's training images, 50 000 train and 10 000
+    validation; 3 seeds in docs/results.md: 0.995 at 28x28, 0.991 at 28x16, 0.989 at 16x28,
+    0.992-0.995 from 20x20 to 64x64; 14 epochs, about 10 minutes on 2 CPU cores)::
+
+        python -m experiments.train --workdir=runs/digits --recipe=digits \\
+            --dataset=npz:$HOME/.cache/fcn-data/real_digits.npz \\
+            --eval_sizes=14,20,28,28x16,16x28,40,56,64 --eval_examples=0
+    """
+    return {
+        **_shared(),
         # Tuned on real handwritten digits (MNIST's training images; docs/results.md). Two
         # convolutions per stage (receptive field 66 px) beat the 4-stage `seed` network at
         # width 1.5 (1 epoch, vgg at width 1: 0.981 against 0.969 at 28x28, 0.977 against 0.940
@@ -74,15 +69,26 @@ RECIPES: dict[str, dict] = {
         # 14 epochs: 8 -> 10 bought +0.3 points at 16x28, 10 -> 14 another +0.2 there and
         # +0.1 at 28x16 and 64x64 (3 seeds each; docs/results.md).
         "epochs": 14,
-    },
-    "scaled_digits": {
-        **_SHARED,
-        # MNIST-scale (experiments.rescale): 28x28 digits shrunk to 0.3-1 of their size, 10 000
-        # training images. Tuned on realization 0's validation split (docs/results.md): the
-        # digits are small, so the network trains and tests on them enlarged, which a fully
-        # convolutional net can do and a fixed-input CNN cannot. At 28x28 only (fixed:28, zoom
-        # 0.7-1.4) the validation error was 1.9%; trained at 28-64 it is 1.35% at 42x42, and
-        # 1.25% with the logits averaged over 42x42 and 56x56.
+    }
+
+
+@recipe
+def scaled_digits() -> dict:
+    """MNIST-scale (``python -m experiments.rescale``), 28x28 digits shrunk by 0.3-1 about
+    their centre, 10 000 training images; trained on enlarged copies (28-64 px) and tested
+    with its logits averaged over 42x42 and 56x56 (``tta_accuracy``; realizations 0-2 in
+    docs/results.md: 1.29% test error with the averaged logits, 3.1% tested at 28x28 alone)::
+
+        python -m experiments.train --workdir=runs/scale0 --recipe=scaled_digits \\
+            --dataset=npz:scale0.npz --eval_examples=0
+    """
+    return {
+        **_shared(),
+        # Tuned on realization 0's validation split (docs/results.md): the digits are small,
+        # so the network trains and tests on them enlarged, which a fully convolutional net
+        # can do and a fixed-input CNN cannot. At 28x28 only (fixed:28, zoom 0.7-1.4) the
+        # validation error was 1.9%; trained at 28-64 it is 1.35% at 42x42, and 1.25% with
+        # the logits averaged over 42x42 and 56x56.
         "model": "vgg",
         "width": 0.5,
         "depth": 4,
@@ -94,9 +100,19 @@ RECIPES: dict[str, dict] = {
         "epochs": 30,
         "eval_sizes": "28,42,56",
         "tta_sizes": "42,56",
-    },
-    "signals": {
-        **_SHARED,
+    }
+
+
+@recipe
+def signals() -> dict:
+    """1-D, MNIST-1D-like signals, every length 32-72 (on ``mnist1d``, 3 seeds: 0.987 at
+    length 40, at least 0.96 at every length 32-72; about 5 minutes on 2 CPU cores)::
+
+        python -m experiments.train --workdir=runs/signals --recipe=signals --dataset=mnist1d \\
+            --eval_sizes=24,32,40,48,56,64,72
+    """
+    return {
+        **_shared(),
         "model": "resnet",
         "width": 1.5,
         "depth": 2,
@@ -104,14 +120,23 @@ RECIPES: dict[str, dict] = {
         "zoom": "0.9-1.1",
         "translate": 0.05,
         "steps": 3000,
-    },
-    "series": {
-        **_SHARED,
-        # UCR/UEA time series at their own lengths: one set of values for every dataset, as
-        # the published baselines used one. Tuned on validation splits carved out of the train
-        # splits (experiments.series --validation; docs/results.md): the published FCN's
-        # layers (stride 1, kernels 8/5/3) beat the residual preset at twice its width on
-        # JapaneseVowels, and time-scale and shift augmentation helped it further.
+    }
+
+
+@recipe
+def series() -> dict:
+    """1-D UCR/UEA time series, each at its own length: one set of values for every dataset,
+    as the published baselines used one, tuned on validation splits carved out of the train
+    splits (docs/results.md: the published FCN's layers beat the residual preset at twice its
+    width on the variable-length datasets, and time-scale and shift augmentation helped them
+    on three of four). The suite, beside the published results (docs/results.md)::
+
+        python -m experiments.series --workdir=runs/series --seeds=5
+        python -m experiments.train --workdir=runs/vowels --recipe=series \
+            --dataset=ucr:JapaneseVowels
+    """
+    return {
+        **_shared(),
         "model": "fcn",
         "width": 1.0,
         "norm": "batch",
@@ -124,13 +149,13 @@ RECIPES: dict[str, dict] = {
         "warmup_steps": 100,
         "steps": 2000,
         "recalibrate_bn": False,
-    },
-}
+    }
 
 
 def recipe_values(name: str | None, explicit: dict | None = None) -> dict:
     """The flag values of recipe ``name`` (``{}`` for None), less those that do not apply to
-    a choice made explicitly in ``explicit`` (a config's values; one log line each)."""
+    a choice made explicitly in ``explicit`` (a config's values, size settings parsed; one log
+    line each)."""
     if name is None:
         return {}
     if name not in RECIPES:
@@ -141,18 +166,19 @@ def recipe_values(name: str | None, explicit: dict | None = None) -> dict:
             "--recipe=%s: its --buckets=%s dropped (--train_size=%s pads no batch)",
             name,
             dropped["buckets"],
-            explicit["train_size"],
+            explicit["train_size"].spec(),
         )
-    return {k: v for k, v in RECIPES[name].items() if k not in dropped}
+    return {k: v for k, v in RECIPES[name]().items() if k not in dropped}
 
 
 def dropped_values(name: str | None, values: dict) -> dict:
     """The values of recipe ``name`` that do not apply to an explicit choice in ``values``
-    (config.json's ``recipe_dropped``): its ``buckets`` when ``train_size`` is a policy whose
-    batches are never padded, e.g. ``{"buckets": "auto:8"}`` under ``--train_size=fixed:28``."""
-    recipe = RECIPES.get(name, {}) if name else {}
+    (``train_size`` parsed; config.json's ``recipe_dropped``): its ``buckets`` when
+    ``train_size`` is a policy whose batches are never padded, e.g. ``{"buckets": "auto:8"}``
+    under ``--train_size=fixed:28``."""
+    values_of = RECIPES[name]() if name in RECIPES else {}
     train_size = values["train_size"]
-    unpadded = train_size is not None and train_size.partition(":")[0] not in PADDED_KINDS
-    if "buckets" in recipe and values["buckets"] is None and unpadded:
-        return {"buckets": recipe["buckets"]}
+    unpadded = train_size is not None and not train_size.pads
+    if "buckets" in values_of and values["buckets"] is None and unpadded:
+        return {"buckets": values_of["buckets"]}
     return {}

@@ -14,17 +14,11 @@ from absl import logging
 from flax import nnx
 
 from fcn_jax import sharding
-from fcn_jax.config import TrainConfig, parse_eval_sizes, parse_tta_sizes
-from fcn_jax.data import (
-    Dataset,
-    SizePolicy,
-    TrainLoader,
-    load_dataset,
-    parse_size_policy,
-    resolve_buckets,
-)
+from fcn_jax.config import ResolvedConfig, TrainConfig
+from fcn_jax.data import Dataset, SizePolicy, TrainLoader, load_dataset, resolve_buckets
 from fcn_jax.data.augment import parse_augmentation
 from fcn_jax.data.device_loader import DeviceLoader, device_data_problem, device_layout
+from fcn_jax.data.plan import BatchPlan
 from fcn_jax.models import PRESETS, ModelSpec, abstract_model, build_model
 from fcn_jax.optim import make_optimizer, make_schedule
 from fcn_jax.process import setup_process
@@ -34,14 +28,12 @@ from fcn_jax.steps import CompiledStep, init_state, make_train_step
 
 def default_policy(dataset: Dataset) -> SizePolicy:
     """``native`` for data of varying size, else ``fixed`` at the data's one size."""
-    sizes, d = dataset.train.sizes(), dataset.spatial_dims
-    if (sizes == sizes[0]).all():
-        return SizePolicy("fixed", d, size=tuple(int(s) for s in sizes[0]))
-    return SizePolicy("native", d)
+    size, d = dataset.train.common_size(), dataset.spatial_dims
+    return SizePolicy("native", d) if size is None else SizePolicy("fixed", d, size=size)
 
 
 def open_dataset(config: TrainConfig) -> Dataset:
-    """The dataset of a resolved ``config``, read with its options (corrupt files, pixels)."""
+    """The dataset of ``config``, read with its options (corrupt files, pixels)."""
     return load_dataset(
         config.dataset,
         config.data_dir,
@@ -114,15 +106,20 @@ def make_train_loader(config: TrainConfig, dataset: Dataset, policy, buckets, me
     problem = device_data_problem(dataset.train, config.device_data_fraction, layout)
     if config.input_pipeline == "device" and problem:
         raise ValueError(f"--input_pipeline=device: the train split of {dataset.name}: {problem}")
-    kw = dict(
+    plan = BatchPlan(
+        dataset.train,
+        policy,
+        buckets,
+        config.batch_size,
+        config.seed,
+        process_count=jax.process_count(),
         min_size=min_size,
         batch_multiple=mesh.size,
         augmentation=parse_augmentation(config.zoom, config.translate),
     )
-    args = (dataset.train, policy, buckets, config.batch_size, config.seed)
     if config.input_pipeline != "grain" and not problem:
         logging.info("input pipeline: device (the train split is held on the devices)")
-        return DeviceLoader(*args, mesh=mesh, **kw)
+        return DeviceLoader(plan, mesh=mesh)
     if config.input_pipeline == "grain":
         logging.info("input pipeline: grain (host), as --input_pipeline asks")
     else:
@@ -130,12 +127,7 @@ def make_train_loader(config: TrainConfig, dataset: Dataset, policy, buckets, me
             "input pipeline: grain (host): the train split of %s: %s", dataset.name, problem
         )
     return TrainLoader(
-        *args,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        worker_count=config.worker_count,
-        mesh=mesh,
-        **kw,
+        plan, process_index=jax.process_index(), worker_count=config.worker_count, mesh=mesh
     )
 
 
@@ -143,9 +135,9 @@ def make_train_loader(config: TrainConfig, dataset: Dataset, policy, buckets, me
 class Setup:
     """Everything a run builds from its config before the first step (see :func:`build`)."""
 
-    config: TrainConfig  # resolved
+    config: ResolvedConfig  # bound to the dataset (ResolvedConfig.for_data)
     dataset: Dataset
-    train_size: str
+    train_size: str  # the policy's canonical spelling
     policy: SizePolicy
     eval_sizes: list[tuple[int, ...]]
     tta_sizes: list[tuple[int, ...]]  # [] without --tta_sizes
@@ -164,19 +156,17 @@ class Setup:
 
 
 def build(config: TrainConfig, dataset: Dataset | None = None) -> Setup:
-    """Resolve ``config`` (unset fields: recipe, defaults), set up JAX, open the dataset
-    (unless the caller opened ``config.dataset`` already and passes it) and make the model,
-    buckets, mesh, train loader, optimizer, state and compiled train step."""
+    """Set up JAX, open the dataset (unless the caller opened ``config.dataset`` already and
+    passes it), bind ``config`` to it and make the model, buckets, mesh, train loader,
+    optimizer, state and compiled train step. A :class:`ResolvedConfig` is taken as it is; a
+    :class:`TrainConfig` is resolved first (unset fields: recipe, defaults)."""
     config = config.resolved()
     setup_process(config)
     dataset = dataset or open_dataset(config)
     d = dataset.spatial_dims
-    eval_sizes = parse_eval_sizes(config.eval_sizes, d)
-    tta_sizes = parse_tta_sizes(config.tta_sizes, d)
-    policy = (
-        parse_size_policy(config.train_size, d) if config.train_size else default_policy(dataset)
-    )
-    train_size = config.train_size or policy.spec()
+    config = config.for_data(d, len(dataset.train))
+    eval_sizes, tta_sizes = list(config.eval_sizes), list(config.tta_sizes or ())
+    policy = config.train_size or default_policy(dataset)
     model = build_model(model_spec(config, dataset), config.seed)
     min_size = model.min_size
     if dataset.series:
@@ -213,7 +203,7 @@ def build(config: TrainConfig, dataset: Dataset | None = None) -> Setup:
     return Setup(
         config=config,
         dataset=dataset,
-        train_size=train_size,
+        train_size=policy.spec(),
         policy=policy,
         eval_sizes=eval_sizes,
         tta_sizes=tta_sizes,

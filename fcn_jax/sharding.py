@@ -32,18 +32,26 @@ def to_global(batch: dict[str, np.ndarray], mesh: Mesh, keys=None) -> dict[str, 
     ``jax.Array`` (batches built on the devices) pass through.
     """
     sharding = batch_sharded(mesh)
-    return {
-        k: v
-        if isinstance(v, jax.Array)
-        else jax.make_array_from_process_local_data(sharding, np.ascontiguousarray(v))
-        for k, v in batch.items()
-        if keys is None or k in keys
-    }
+    with planned_copies():
+        return {
+            k: v
+            if isinstance(v, jax.Array)
+            else jax.make_array_from_process_local_data(sharding, np.ascontiguousarray(v))
+            for k, v in batch.items()
+            if keys is None or k in keys
+        }
 
 
 def replicate(x: np.ndarray, mesh: Mesh) -> jax.Array:
     """A host array (the same in every process) copied to every device of ``mesh``."""
-    return jax.make_array_from_callback(x.shape, replicated(mesh), lambda index: x[index])
+    with planned_copies():
+        return jax.make_array_from_callback(x.shape, replicated(mesh), lambda index: x[index])
+
+
+def planned_copies():
+    """Host-to-device copies made on purpose (the loaders' uploads): allowed under a
+    ``jax.transfer_guard`` that disallows the others, which the training loop must not make."""
+    return jax.transfer_guard_host_to_device("allow")
 
 
 def check_batch_size(batch_size: int, devices: int) -> None:

@@ -9,7 +9,6 @@ shape, so the number of compilations is exactly the number of distinct shapes se
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -20,11 +19,9 @@ import optax
 from absl import logging
 from flax import nnx
 
+from fcn_jax.data.assemble import OnDevice, batch_key
 from fcn_jax.models.layers import global_pool
 from fcn_jax.models.strided_conv import conv_grad_mode
-
-# The batch keys the train step takes (and BatchNorm recalibration, which runs its forward pass).
-TRAIN_KEYS = ("image", "label", "sizes")
 
 State = dict
 
@@ -125,30 +122,6 @@ def logits_step(
     return {"logits": global_pool(cmap, out_sizes, model.spec.pool).astype(jnp.float32)}
 
 
-@dataclasses.dataclass(frozen=True)
-class OnDevice:
-    """A train batch that the step assembles itself from arrays held on the devices, so that
-    a step is one dispatch, not two (the device loader's; on a CPU the second cost a small
-    step 15-25%).
-
-    ``build(*args) -> (batch, carry)`` is traceable and the same object for every batch it
-    makes (it keys the compile); ``keep(carry)``, when given, hands ``carry`` (the maker's next
-    position, on the devices) back to the maker.
-    """
-
-    build: Callable
-    args: tuple
-    keep: Callable | None = None
-
-
-def batch_key(batch) -> tuple:
-    """What a compile depends on: shapes and dtypes (dtype objects: ``str(dtype)`` made this
-    16 µs a call on a CPU, paid every step)."""
-    if isinstance(batch, OnDevice):
-        return (batch.build, *((a.shape, a.dtype) for a in batch.args))
-    return tuple(sorted((k, v.shape, v.dtype) for k, v in batch.items()))
-
-
 class CompiledStep:
     """A step compiled ahead of time once per batch shape, with the compilations logged.
 
@@ -197,8 +170,8 @@ class CompiledStep:
             start = time.perf_counter()
             with self._trace_settings():
                 if isinstance(batch, OnDevice):
-                    shape = jax.eval_shape(batch.build, *batch.args)[0]["image"].shape
-                    lowered = self._assembling(batch.build).lower(state, batch.args)
+                    shape = jax.eval_shape(batch.build, batch.held)[0]["image"].shape
+                    lowered = self._assembling(batch.build).lower(state, batch.held)
                 else:
                     shape = batch["image"].shape
                     spec = {
@@ -220,11 +193,11 @@ class CompiledStep:
         return self._executables[key]
 
     def _assembling(self, build: Callable):
-        """The step on the batch ``build(*args)`` makes: ``(state, args) -> (state, out,
+        """The step on the batch ``build(held)`` makes: ``(state, held) -> (state, out,
         carry)``, one computation."""
 
-        def step(state, args):
-            batch, carry = build(*args)
+        def step(state, held):
+            batch, carry = build(held)
             batch = jax.lax.with_sharding_constraint(batch, self._batch_sharding)
             return *self._fn(state, batch), carry
 
@@ -244,7 +217,7 @@ class CompiledStep:
             jax.block_until_ready(state)  # the steps queued before it are not its time
             start = time.perf_counter()
         if isinstance(batch, OnDevice):
-            *result, carry = executable(state, batch.args)  # (state, out, carry)
+            *result, carry = executable(state, batch.held)  # (state, out, carry)
             if batch.keep is not None:
                 batch.keep(carry)
             result = tuple(result)

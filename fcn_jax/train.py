@@ -24,10 +24,11 @@ from absl import logging
 
 from fcn_jax import sharding
 from fcn_jax.checkpoint import Checkpointer, CheckpointError
-from fcn_jax.config import TrainConfig, fields_where
+from fcn_jax.config import fields_where
 from fcn_jax.outputs import MetricsWriter, read_json, write_json
+from fcn_jax.settings import canonical_sizes
 from fcn_jax.setup import Setup
-from fcn_jax.steps import TRAIN_KEYS, CompiledStep, OnDevice
+from fcn_jax.steps import CompiledStep
 
 # ``evaluate(state) -> {size: {"accuracy", "loss", "examples", ...}}``: a periodic evaluation.
 Evaluate = Callable[[dict], dict[str, dict]]
@@ -51,8 +52,11 @@ def prepare_workdir(workdir: str) -> None:
         raise ValueError(f"--workdir={workdir}: {e.strerror or e}") from e
 
 
-def _check_resumable(saved: dict, config: TrainConfig, workdir: str) -> None:
-    current, resumable = config.to_dict(), fields_where("resumable")
+def _check_resumable(saved: dict, setup: Setup, workdir: str) -> None:
+    """A checkpoint made with other results-relevant flags is an error; sizes compare in their
+    canonical spelling (``fixed:28`` is ``fixed:28x28`` on 2-D data)."""
+    current, resumable = setup.config.to_dict(), fields_where("resumable")
+    saved = canonical_sizes(saved, setup.dataset.spatial_dims)
     for key, value in saved.items():
         if key not in resumable and current.get(key) != value:
             raise CheckpointError(
@@ -127,7 +131,7 @@ def train(setup: Setup, workdir: str, evaluate: Evaluate | None = None) -> Train
         return {k: seen[k] + loader.tally[k] for k in seen}
 
     def check_finite(step: int) -> None:
-        bad = int(jax.tree.unflatten(treedef, leaves)["bad_step"])
+        bad = int(jax.device_get(jax.tree.unflatten(treedef, leaves)["bad_step"]))
         if bad:
             last = checkpointer.latest_step()
             raise NonFiniteLossError(
@@ -138,10 +142,7 @@ def train(setup: Setup, workdir: str, evaluate: Evaluate | None = None) -> Train
     log = _TrainLog(setup, writer, start_step)
     timer = _Timer(train_step, loader)
     for step in range(start_step + 1, total_steps + 1):
-        batch = loader.step_input()  # host rows, or arrays the step assembles a batch from
-        if not isinstance(batch, OnDevice):
-            batch = sharding.to_global(batch, mesh, TRAIN_KEYS)
-        leaves, metrics = train_step(leaves, batch)
+        leaves, metrics = train_step(leaves, loader.step_input())
         log.add(metrics)
         if step % config.log_every == 0 or step == total_steps:
             check_finite(step)
@@ -178,9 +179,10 @@ class _TrainLog:
 
     def __init__(self, setup: Setup, writer: MetricsWriter, start_step: int):
         # Compiled here, before the loop's clock starts: the schedule's first eager call
-        # traced its ops (0.17 s on a CPU), a cost the loop paid once per run.
+        # traced its ops, a cost the loop paid once per run.
         self._schedule = jax.jit(setup.schedule)
-        self._schedule(start_step)
+        with sharding.planned_copies():  # the step number
+            self._schedule(start_step)
         self._writer, self._progress = writer, _Progress(setup.total_steps, start_step)
         self._sums, self._count, self._last = None, 0, start_step
         last = writer.last("train")  # when resuming a finished run there is no new loss
@@ -188,14 +190,17 @@ class _TrainLog:
 
     def add(self, metrics: dict) -> None:
         # One asynchronous dispatch a step, summed on the device; summing the window at log
-        # time took one eager dispatch per metric and step (116 µs a step on a CPU), which a
-        # fast step (a GPU's) did not hide.
+        # time took one eager dispatch per metric and step, which a fast step (a GPU's) did
+        # not hide.
         self._sums = metrics if self._sums is None else _add(self._sums, metrics)
         self._count += 1
 
     def write(self, step: int) -> None:
-        values = {k: float(v) / self._count for k, v in jax.device_get(self._sums).items()}
-        values["learning_rate"] = float(self._schedule(step - 1))  # optax counts from 0
+        with sharding.planned_copies():  # the step number, once a record
+            rate = self._schedule(step - 1)  # optax counts from 0
+        sums, rate = jax.device_get((self._sums, rate))
+        values = {k: float(v) / self._count for k, v in sums.items()}
+        values["learning_rate"] = float(rate)
         self._writer.write(step, "train", values)
         self._progress.update(step, step - self._last, values)
         self.final_loss, self._sums, self._count, self._last = values["loss"], None, 0, step
@@ -243,7 +248,7 @@ def _restore_or_start(setup: Setup, checkpointer: Checkpointer, workdir: str):
         return setup.state, 0, seen
     config_path = os.path.join(workdir, "config.json")
     if os.path.exists(config_path):
-        _check_resumable(read_json(config_path)["config"], setup.config, workdir)
+        _check_resumable(read_json(config_path)["config"], setup, workdir)
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), setup.state)
     state, meta = checkpointer.restore(abstract)
     setup.loader.set_state(meta["loader"])

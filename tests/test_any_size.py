@@ -16,9 +16,10 @@ import fcn_jax
 from fcn_jax.config import TrainConfig
 from fcn_jax.data import parse_size_policy, resize, resolve_buckets
 from fcn_jax.data.augment import Augmentation, parse_augmentation
-from fcn_jax.data.policies import ExampleSizes, fitting_buckets
+from fcn_jax.data.buckets import ExampleSizes, fitting_buckets
 from fcn_jax.recipes import RECIPES
 from fcn_jax.run import train_and_evaluate
+from fcn_jax.settings import parsed_sizes
 
 
 def _loader(ds, spec, aug=None, **kw):
@@ -86,7 +87,7 @@ def test_loader_batches_are_exactly_masked(small):
             want = resize(small.train[int(i)]["image"], n)
             np.testing.assert_array_equal(image[: n[0], : n[1]], want)
             assert not image[n[0] :].any() and not image[:, n[1] :].any()
-    assert shapes <= set(loader.buckets) and len(loader.buckets) <= 3
+    assert shapes <= set(loader.plan.buckets) and len(loader.plan.buckets) <= 3
     assert len({tuple(n) for b in _take(loader, 4) for n in b["sizes"]}) > 8  # sizes vary
 
 
@@ -185,14 +186,14 @@ def test_epochs_set_the_step_count(tfds_dir, tmp_path):
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_every_recipe_resolves_to_its_values(name):
     config = TrainConfig(recipe=name).resolved()
-    for key, value in RECIPES[name].items():
+    for key, value in parsed_sizes(RECIPES[name]()).items():  # size settings: parsed once
         assert getattr(config, key) == value
 
 
 def test_recipe_fills_unset_fields_and_explicit_ones_win():
     mine = TrainConfig(recipe="digits", model="resnet", steps=10, pool="max").resolved()
     assert (mine.model, mine.pool, mine.steps, mine.epochs) == ("resnet", "max", 10, None)
-    assert mine.zoom == RECIPES["digits"]["zoom"]
+    assert mine.zoom == RECIPES["digits"]()["zoom"]
     with pytest.raises(ValueError, match="--recipe='nope'"):
         TrainConfig(recipe="nope").resolved()
 
@@ -200,10 +201,11 @@ def test_recipe_fills_unset_fields_and_explicit_ones_win():
 def test_recipe_buckets_are_dropped_for_an_explicit_unpadded_policy():
     for policy in ("fixed:28", "mixed_step:16-40:12"):
         config = TrainConfig(recipe="digits", train_size=policy).resolved()
-        assert config.buckets is None and config.model == RECIPES["digits"]["model"]
-        assert config.recipe_dropped() == {"buckets": RECIPES["digits"]["buckets"]}
+        assert config.buckets is None and config.model == RECIPES["digits"]()["model"]
+        assert config.recipe_dropped() == {"buckets": RECIPES["digits"]()["buckets"]}
     padded = TrainConfig(recipe="digits", train_size="mixed_example:16-40").resolved()
-    assert padded.buckets == RECIPES["digits"]["buckets"] and padded.recipe_dropped() == {}
+    assert padded.to_dict()["buckets"] == RECIPES["digits"]()["buckets"]
+    assert padded.recipe_dropped() == {}
 
 
 def test_recipe_values_land_in_config_json(tfds_dir, tmp_path):
@@ -219,7 +221,7 @@ def test_recipe_values_land_in_config_json(tfds_dir, tmp_path):
     saved = written["config"]
     assert saved["recipe"] == "signals" and written["recipe_dropped"] == {}
     for key in ("train_size", "zoom", "translate", "schedule", "buckets"):
-        assert saved[key] == RECIPES["signals"][key]
+        assert saved[key] == RECIPES["signals"]()[key]
     assert saved["model"] == "seed" and saved["steps"] == TINY_TRAIN["steps"]
 
 

@@ -15,17 +15,15 @@ from PIL import Image
 from tiny import TINY_TRAIN
 
 import fcn_jax.setup
-from fcn_jax.config import TrainConfig, parse_eval_sizes
+from fcn_jax.config import TrainConfig
 from fcn_jax.data import load_dataset, parse_size_policy
 from fcn_jax.runs.compare import (
     DEFAULT_EXAMPLE_OPTIONS,
-    MIN_EPOCHS,
     STEP_GRID_VALUES,
-    TRAIN_DEFAULTS,
     CompareConfig,
+    comparison_defaults,
     run_comparison,
     shared_eval_sizes,
-    with_min_epochs,
 )
 from fcn_jax.runs.stats import sort_sizes, stats
 
@@ -124,9 +122,9 @@ def test_report_json_runs_and_plots_agree(compared):
     recorded = json.load(open(workdir / "runs" / "fixed-seed0" / "config.json"))
     assert results["dataset"] == recorded["dataset"]
     assert results["model"] == {"preset": recorded["config"]["model"], **recorded["model_spec"]}
-    assert policies["fixed"]["train_size"] == "fixed:24"
+    assert policies["fixed"]["train_size"] == "fixed:24x24"  # canonical: --fixed_size=24
     assert policies["fixed"]["train_compiles"]["values"] == [1, 1]
-    assert policies["mixed_example"]["train_size"] == "mixed_example:16-28"
+    assert policies["mixed_example"]["train_size"] == "mixed_example:16x16-28x28"
     assert max(policies["mixed_example"]["train_compiles"]["values"]) <= 2  # auto:2 buckets
     # The same number of training examples for every policy, and pixels reported.
     assert len({r["train_examples"]["mean"] for r in policies.values()}) == 1
@@ -145,9 +143,7 @@ def test_second_invocation_reuses_finished_runs(compared, tfds_dir):
     workdir, _ = compared
     runs = sorted((workdir / "runs").iterdir())
     mtimes = {p.name: os.path.getmtime(p / "summary.json") for p in runs}
-    config = CompareConfig(
-        train=TrainConfig(**{**TRAIN_DEFAULTS, **TINY, "data_dir": tfds_dir}), **OPTIONS
-    )
+    config = CompareConfig(train=TrainConfig(**{**TINY, "data_dir": tfds_dir}), **OPTIONS)
     results = run_comparison(config, str(workdir))
     assert all(r["reused"] == [True, True] for r in results["policies"].values())
     assert {p.name: os.path.getmtime(p / "summary.json") for p in runs} == mtimes
@@ -164,7 +160,7 @@ def test_the_dataset_is_opened_once(tfds_dir, tmp_path, monkeypatch):
         return real(*args, **kw)
 
     monkeypatch.setattr(fcn_jax.setup, "load_dataset", counted)
-    train = TrainConfig(**{**TRAIN_DEFAULTS, **TINY, "data_dir": tfds_dir})
+    train = TrainConfig(**{**TINY, "data_dir": tfds_dir})
     config = CompareConfig(train=train, seeds=2, policies=("fixed",), fixed_size="24")
     results = run_comparison(config, str(tmp_path))
     assert len(opened) == 1, f"opened {len(opened)} times: a run opened the dataset again"
@@ -179,42 +175,44 @@ def test_the_dataset_is_opened_once(tfds_dir, tmp_path, monkeypatch):
 )
 def test_default_ranges_cover_the_test_sizes_and_the_fixed_size(sizes, fixed):
     dataset = SimpleNamespace(
-        spatial_dims=2, train=SimpleNamespace(sizes=lambda: np.full((3, 2), fixed))
+        spatial_dims=2, train=SimpleNamespace(common_size=lambda: (fixed, fixed))
     )
-    specs = CompareConfig().policy_specs(dataset, sizes)
-    assert specs["fixed"] == f"fixed:{fixed}x{fixed}"
+    policies = CompareConfig().size_policies(dataset, sizes)
+    assert policies["fixed"].spec() == f"fixed:{fixed}x{fixed}"
     everything = [*sizes, (fixed, fixed)]
-    example = parse_size_policy(specs["mixed_example"], 2)
+    example = policies["mixed_example"]
     assert all(np.all(np.asarray(example.low) <= s) for s in everything)
     assert all(np.all(np.asarray(example.high) >= s) for s in everything)
-    step = parse_size_policy(specs["mixed_step"], 2)
+    step = policies["mixed_step"]
     assert (fixed, fixed) in step.grid()
     assert all(np.all(np.asarray(step.low) <= s) for s in everything)
     assert all(np.all(np.asarray(step.high) >= s) for s in everything)
 
 
 def test_default_ranges_on_the_default_grid():
-    dataset = SimpleNamespace(
-        spatial_dims=2, train=SimpleNamespace(sizes=lambda: np.full((3, 2), 28))
-    )
-    grid = parse_eval_sizes(shared_eval_sizes(None, 2)[0], 2)
-    specs = CompareConfig().policy_specs(dataset, grid)
-    assert specs["mixed_step"] == "mixed_step:14-56:14"  # 4 x 4 = 16 compiles, 28 among them
-    assert len(parse_size_policy(specs["mixed_step"], 2).grid()) == STEP_GRID_VALUES[2] ** 2
-    assert specs["mixed_example"] == f"mixed_example:16-56{DEFAULT_EXAMPLE_OPTIONS}"
+    dataset = SimpleNamespace(spatial_dims=2, train=SimpleNamespace(common_size=lambda: (28, 28)))
+    grid = shared_eval_sizes(TrainConfig().resolved().for_data(2).eval_sizes)[0]
+    policies = CompareConfig().size_policies(dataset, list(grid))
+    # 4 x 4 = 16 compiles, 28 among them
+    assert policies["mixed_step"] == parse_size_policy("mixed_step:14-56:14", 2)
+    assert len(policies["mixed_step"].grid()) == STEP_GRID_VALUES[2] ** 2
+    example = parse_size_policy(f"mixed_example:16-56{DEFAULT_EXAMPLE_OPTIONS}", 2)
+    assert policies["mixed_example"] == example
 
 
 def test_every_policy_trains_at_least_min_epochs_unless_a_length_is_given():
-    given = TrainConfig()
-    base = given.resolved(TRAIN_DEFAULTS)
-    steps = TRAIN_DEFAULTS["steps"]
-    small = steps * 64 // MIN_EPOCHS  # the default steps already cover MIN_EPOCHS epochs
-    assert with_min_epochs(given, base, small) is base
-    large = with_min_epochs(given, base, 50_000)
-    assert (large.steps, large.epochs) == (None, MIN_EPOCHS)
-    for explicit in (TrainConfig(steps=100), TrainConfig(epochs=1.0), TrainConfig(recipe="digits")):
-        resolved = explicit.resolved(TRAIN_DEFAULTS)
-        assert with_min_epochs(explicit, resolved, 50_000) is resolved
+    defaults = comparison_defaults()
+    steps, min_epochs = defaults["steps"], defaults["min_epochs"]
+    base = TrainConfig().resolved(defaults)  # the length waits for the data
+    small = steps * 64 // min_epochs  # the default steps already cover min_epochs epochs
+    assert (base.for_data(2, small).steps, base.for_data(2, small).epochs) == (steps, None)
+    large = base.for_data(2, 50_000)
+    assert (large.steps, large.epochs, large.min_epochs) == (None, min_epochs, None)
+    given = [TrainConfig(steps=100), TrainConfig(epochs=1.0)]
+    for explicit in [*given, TrainConfig(recipe="digits"), TrainConfig(recipe="signals")]:
+        resolved = explicit.resolved(defaults)
+        bound = resolved.for_data(2, 50_000)
+        assert (bound.steps, bound.epochs) == (resolved.steps, resolved.epochs)
 
 
 def test_bad_options_fail_with_one_line(tfds_dir, tmp_path):

@@ -31,12 +31,12 @@ def test_recipe_values_resolve_into_the_recorded_config(tfds_dir):
     saved = json.loads(json.dumps(config.resolved().to_dict()))
     assert saved["recipe"] == "signals"
     for key in ("train_size", "zoom", "translate", "schedule", "buckets"):
-        assert saved[key] == RECIPES["signals"][key]
+        assert saved[key] == RECIPES["signals"]()[key]
     assert saved["model"] == "seed" and saved["steps"] == TINY_TRAIN["steps"]
     # Explicit values win over the recipe, False included; its length gives way to --steps.
     assert saved["recalibrate_bn"] is False and saved["epochs"] is None
-    assert saved["width"] == TINY_TRAIN["width"] != RECIPES["signals"]["width"]
-    assert saved["warmup_steps"] == RECIPES["signals"]["warmup_steps"] != DEFAULTS["warmup_steps"]
+    assert saved["width"] == TINY_TRAIN["width"] != RECIPES["signals"]()["width"]
+    assert saved["warmup_steps"] == RECIPES["signals"]()["warmup_steps"] != DEFAULTS["warmup_steps"]
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))

@@ -17,18 +17,15 @@ from fcn_jax import sharding
 from fcn_jax.config import TrainConfig
 from fcn_jax.data import TrainLoader, parse_size_policy, resize, resolve_buckets
 from fcn_jax.data.arrays import ArraySource
+from fcn_jax.data.assemble import assemble
 from fcn_jax.data.augment import parse_augmentation
-from fcn_jax.data.device_loader import (
-    DeviceLoader,
-    assemble,
-    device_data_problem,
-    device_layout,
-    read_split,
-)
+from fcn_jax.data.device_loader import DeviceLoader, device_data_problem, device_layout, read_split
+from fcn_jax.data.plan import BatchPlan
 from fcn_jax.data.sources import Dataset
 from fcn_jax.models import layers, strided_conv
 from fcn_jax.run import train_and_evaluate
 from fcn_jax.setup import build
+from fcn_jax.train import train
 
 RESIZE_TOLERANCE = 1e-5  # PIL and jax.image apply the same bilinear filter in float32
 MESH = sharding.make_mesh()
@@ -55,8 +52,8 @@ def _pair(source, spec, zoom=None, translate=0.0, seed=3):
     spec_k = "auto:3" if policy.pads else None
     buckets = resolve_buckets(spec_k, policy, source.sizes(), min_size=min_size)
     kw = dict(min_size=min_size, augmentation=parse_augmentation(zoom, translate))
-    host = TrainLoader(source, policy, buckets, 8, seed, num_threads=1, **kw)
-    return host, DeviceLoader(source, policy, buckets, 8, seed, mesh=MESH, **kw)
+    plan = BatchPlan(source, policy, buckets, 8, seed, **kw)
+    return TrainLoader(plan, num_threads=1), DeviceLoader(plan, mesh=MESH)
 
 
 @pytest.mark.parametrize(
@@ -191,7 +188,7 @@ def test_layouts_of_a_split_whose_sizes_vary():
     assert list(layout.row[28:]) == [28, 29, 0, 1]
     slabs, _ = read_split(source, layout)
     assert [x.shape for x in slabs] == [(30, 4, 4, 1), (2, 20, 20, 1)] and slabs[1].all()
-    batches = DeviceLoader(source, policy, buckets, 2, 0, mesh=MESH)
+    batches = DeviceLoader(BatchPlan(source, policy, buckets, 2, 0), mesh=MESH)
     assert batches.storage_dtype == np.uint8
     for _ in range(16):  # every batch of an epoch, from its bucket's slab
         batch = jax.device_get(next(batches))
@@ -221,7 +218,8 @@ def test_padded_native_device_batch_equals_each_example_alone(step):
     source = _varied(n=12, low=8, high=20, seed=step)
     policy = parse_size_policy("native", 2)
     buckets = resolve_buckets("auto:2", policy, source.sizes(), min_size=(4, 4))
-    loader = DeviceLoader(source, policy, buckets, 3, step, mesh=MESH, min_size=(4, 4))
+    plan = BatchPlan(source, policy, buckets, 3, step, min_size=(4, 4))
+    loader = DeviceLoader(plan, mesh=MESH)
     batch = jax.device_get(next(loader))
     model = fcn_jax.create_model("seed", num_classes=5, width=0.25, seed=1)
     padded = np.asarray(model(batch["image"], sizes=batch["sizes"]))
@@ -285,3 +283,38 @@ def test_the_train_step_assembles_its_own_batch(spec):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert fused.loader.compile_seconds == 0  # no assembly compiled on its own
     assert fused.train_step.compiles == len({s[1:3] for s in fused.train_step.shapes}) <= 4
+
+
+def test_an_epoch_in_the_loop_copies_nothing_unplanned_to_the_devices(tmp_path):
+    """On the device path the loop's steps copy nothing from the host but the loader's planned
+    uploads (an epoch's rows): an epoch and the start of the next train under
+    ``jax.transfer_guard("disallow")``, where any other host-to-device copy fails."""
+    source = _varied(n=24, low=6, high=16)
+    dataset = Dataset("varied", source, source, 5, 1, 2)
+    config = TrainConfig(
+        dataset="varied",
+        train_size="mixed_example:8-16",
+        buckets="auto:2",
+        model="seed",
+        width=0.125,
+        batch_size=4,
+        steps=8,  # 6 steps an epoch
+        eval_sizes="12",
+        zoom="0.9-1.1",
+        input_pipeline="device",
+        log_every=4,
+        checkpoint_every=8,
+    )
+    setup = build(config, dataset)
+    with jax.transfer_guard("disallow"):
+        trained = train(setup, str(tmp_path))
+    assert trained.examples == 8 * 4 and np.isfinite(trained.final_loss)
+    canvas = setup.buckets[0]  # the guard holds: a batch from the host is refused
+    host = {
+        "image": np.zeros((4, *canvas, 1), np.float32),
+        "label": np.zeros(4, np.int32),
+        "sizes": np.tile(np.asarray(canvas, np.int32), (4, 1)),
+    }
+    with pytest.raises(Exception, match="Disallowed host-to-device transfer"):
+        with jax.transfer_guard("disallow"):
+            setup.train_step(jax.tree.leaves(trained.state), host)

@@ -26,7 +26,7 @@ from fcn_jax.data import (
     resolve_buckets,
 )
 from fcn_jax.data.arrays import save_npz
-from fcn_jax.data.policies import assign_buckets
+from fcn_jax.data.buckets import assign_buckets
 
 
 @pytest.fixture(scope="module")
@@ -245,10 +245,10 @@ def test_resize_and_canvas_shapes(shape, size):
 @pytest.mark.parametrize("spec", ["native", "fixed:12x9", "mixed:4-20:4", "mixed:8-16:4:scale"])
 def test_batches_shapes_sizes_and_padding(small, spec):
     loader = _loader(small, spec, batch_size=6)
-    policy = loader.policy
+    policy = loader.plan.policy
     for batch in _take(loader, 12):
         b, *size, c = batch["image"].shape
-        assert tuple(size) in loader.buckets and c == 1
+        assert tuple(size) in loader.plan.buckets and c == 1
         assert batch["label"].dtype == np.int32 and batch["sizes"].dtype == np.int32
         assert batch["sizes"].shape == (b, 2) and batch["index"].shape == (b,)
         assert policy.kind == "native" or (batch["sizes"] == size).all()
@@ -266,7 +266,7 @@ def test_batches_shapes_sizes_and_padding(small, spec):
 
 def test_native_epochs_reshuffle_and_cover(small):
     loader = _loader(small, "native", batch_size=4, buckets="auto:3")
-    per_epoch = loader.batches_per_epoch
+    per_epoch = loader.plan.batches_per_epoch
     epochs = [np.concatenate([b["index"] for b in _take(loader, per_epoch)]) for _ in range(3)]
     for e in epochs:
         assert len(set(e.tolist())) == len(e)  # each example at most once per epoch
@@ -319,7 +319,7 @@ def test_min_size(small):
 def test_reporting(small):
     loader = _loader(small, "native", buckets="auto:2")
     _take(loader, 3)
-    assert len(loader.buckets) <= 2
+    assert len(loader.plan.buckets) <= 2
     assert 0 < loader.padding_efficiency <= 1 and loader.examples_per_second > 0
     assert _loader(small, "fixed:8").padding_efficiency == 1.0
 
@@ -327,7 +327,7 @@ def test_reporting(small):
 def test_train_loader_on_procedural_digits(digits):
     loader = _loader(digits, "native", batch_size=16, min_size=(16, 16))
     for batch in _take(loader, 4):
-        assert tuple(batch["image"].shape[1:3]) in loader.buckets
+        assert tuple(batch["image"].shape[1:3]) in loader.plan.buckets
 
 
 # --- eval ----------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ from PIL import Image
 import fcn_jax.outputs
 from fcn_jax.config import TrainConfig
 from fcn_jax.data import parse_size_policy
-from fcn_jax.runs.compare import aggregate_policy, run_name
+from fcn_jax.runs.compare import aggregate_policy
 from fcn_jax.runs.report import findings, report_markdown, write_report
+from fcn_jax.runs.rundir import run_name
 from fcn_jax.sizes import format_size
 
 SIZES_2D = ("16x16", "28x16", "28x28", "40x40")  # already in sort_sizes order (by area)

@@ -27,7 +27,7 @@ def test_plan_resamples_only_variable_lengths_and_base_flags_win():
     assert "--train_size=fixed:29" in resampled.flags and "--eval_sizes=29" in resampled.flags
     assert "--model=fcn" in resampled.flags and "--seed=1" in resampled.flags
     native = by_name["JapaneseVowels__recipe__seed0"].config.resolved()
-    assert native.train_size == "native" and native.steps == 5 and native.recipe == "series"
+    assert native.train_size.kind == "native" and native.steps == 5 and native.recipe == "series"
 
 
 def test_report_gives_mean_std_beside_anchors_and_counts_missing_runs(tmp_path):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fcn_jax.sizes import check_min_size, format_size, parse_size, parse_sizes
+from fcn_jax.sizes import SizeList, check_min_size, format_size, parse_size, parse_sizes
 
 EXAMPLES = 50  # random sizes per property check
 
@@ -130,7 +130,7 @@ def test_parse_sizes_lists_and_grids():
     assert parse_sizes("40,32", 1, flag="eval_sizes") == [(40,), (32,)]
     for spec, dims, grid, message in [
         ("", 2, True, "expected a list like"),
-        ("grid:16,28", 1, True, "expected a list like"),
+        ("grid:16,28", 1, True, "a grid of 2-D sizes, the data is 1-D"),
         ("grid:16,28", 2, False, r"28,42,56 \(no grid:\)"),
         ("grid:16x8", 2, True, "grid: takes single numbers"),
         ("28,a", 2, True, "'a' is not a size"),
@@ -145,3 +145,21 @@ def test_check_min_size_names_every_size_below():
     with pytest.raises(ValueError) as e:
         check_min_size([(8, 8), (7, 30), (30, 4)], (8, 8), "--eval_sizes:")
     assert str(e.value) == "--eval_sizes: [(7, 30), (30, 4)] below the model's minimum size (8, 8)"
+
+
+def test_size_lists_parse_without_the_data_and_bind_to_it():
+    unbound = SizeList.parse("28, 40,28", flag="eval_sizes")
+    assert unbound.spatial_dims is None and unbound.sizes == ((28,), (40,))
+    assert unbound.bind(2, flag="eval_sizes").sizes == ((28, 28), (40, 40))
+    assert unbound.bind(1, flag="eval_sizes").spec() == "28,40"
+    written = SizeList.parse("28,28x16", flag="eval_sizes")
+    assert written.spatial_dims == 2 and written.spec() == "28x28,28x16"
+    assert SizeList.parse("28x28,28x16", flag="eval_sizes") == written  # one setting
+    grid = SizeList.parse("grid:28,16,16", flag="eval_sizes")
+    assert grid.spec() == "grid:16,28" and SizeList.parse(grid.spec(), flag="x") == grid
+    with pytest.raises(
+        ValueError, match=r"^--eval_sizes='28x28,28x16': 2-D sizes, the data is 1-D$"
+    ):
+        written.bind(1, flag="eval_sizes")
+    with pytest.raises(ValueError, match="expected 1-D or 2-D sizes"):
+        SizeList.parse("4x5x6", flag="eval_sizes")

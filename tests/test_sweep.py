@@ -11,11 +11,11 @@ import sys
 import pytest
 from tiny import TINY_TRAIN
 
-from fcn_jax.data import load_dataset
+from fcn_jax.data import load_dataset, parse_size_policy
 from fcn_jax.outputs import write_json
 from fcn_jax.runs import grid as grids
 from fcn_jax.runs import launch, sweep, sweep_results
-from fcn_jax.runs.rundir import RunDir
+from fcn_jax.runs.rundir import RunDir, run_name
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = [sys.executable, "-m", "experiments.train"]
@@ -91,7 +91,7 @@ def test_plan_names_and_flags():
         "--train_size=fixed:24",
         "--seed=0",
     )
-    long = grids.run_name({"eval_sizes": ",".join(map(str, range(100)))}, 0)
+    long = run_name(grids.point_label({"eval_sizes": ",".join(map(str, range(100)))}), 0, "__")
     assert len(long) <= 120
 
 
@@ -129,6 +129,33 @@ def test_local_launcher_gives_each_run_one_accelerator(tmp_path, monkeypatch):
 
 
 # --- the reuse rule --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "recorded, wanted",
+    [
+        ("fixed:28", "fixed:28x28"),
+        ("fixed:28x28", "fixed:28"),
+        ("mixed:16-24:8", "mixed_step:16-24"),
+        ("mixed_step:16x16-24x24:8", "mixed:16-24"),
+    ],
+)
+def test_an_equivalent_spelling_is_reused(tmp_path, recorded, wanted):
+    """A finished run recorded with one spelling of its size policy (and of its test sizes) is
+    reused by a sweep that spells them another way; other sizes are a difference."""
+    (run,) = grids.plan_runs({"train_size": [wanted]}, [0], {"eval_sizes": "28,24x24"})
+    rundir = RunDir.of(str(tmp_path), run.name)
+    config = {**run.config.resolved().to_dict(), "train_size": recorded, "eval_sizes": "28x28,24"}
+    facts = {"spatial_dims": 2, "train_examples": 100}
+    write_json(rundir.config_path, {"config": config, "dataset": facts})
+    write_json(rundir.summary_path, {"steps": 6})
+    assert rundir.reusable(run.config)
+    write_json(
+        rundir.config_path, {"config": {**config, "train_size": "fixed:24"}, "dataset": facts}
+    )
+    assert rundir.differences(run.config) == {
+        "train_size": ("fixed:24x24", parse_size_policy(wanted, 2).spec())
+    }
 
 
 def test_one_reuse_rule(tmp_path, monkeypatch):

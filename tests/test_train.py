@@ -16,7 +16,7 @@ from PIL import Image
 from tiny import TINY_TRAIN
 
 from fcn_jax.checkpoint import Checkpointer, CheckpointError, restore_model
-from fcn_jax.config import TrainConfig, parse_eval_sizes
+from fcn_jax.config import TrainConfig
 from fcn_jax.data import parse_size_policy
 from fcn_jax.outputs import write_json
 from fcn_jax.run import train_and_evaluate
@@ -208,6 +208,32 @@ def test_corrupt_checkpoint_falls_back_or_is_an_error(tfds_dir, tmp_path):
         train_and_evaluate(config, str(tmp_path))
 
 
+@pytest.mark.parametrize(
+    "written, again, canonical",
+    [
+        ("fixed:20", "fixed:20x20", "fixed:20x20"),
+        ("mixed:16-24:8", "mixed_step:16-24", "mixed_step:16x16-24x24:8"),
+    ],
+)
+def test_an_equivalent_spelling_of_the_policy_resumes(
+    tfds_dir, tmp_path, written, again, canonical
+):
+    """A run recorded with one spelling of its size policy (as written before spellings were
+    canonical) resumes under another spelling of the same policy, and records the canonical
+    one."""
+    uninterrupted = run(tiny(tfds_dir, train_size=written, buckets=None), tmp_path)  # at 3, 6
+    recorded = json.load(open(tmp_path / "config.json"))
+    assert recorded["config"]["train_size"] == recorded["train_size"] == canonical
+    recorded["config"]["train_size"] = written
+    write_json(str(tmp_path / "config.json"), recorded)
+    _truncate(tmp_path / "checkpoints" / "6")
+    resumed = train_and_evaluate(tiny(tfds_dir, train_size=again, buckets=None), str(tmp_path))
+    assert resumed["resumed_from_step"] == 3 and resumed["train_size"] == canonical
+    for key in ("eval_accuracy", "test_accuracy", "final_loss", "train_examples"):
+        assert resumed[key] == uninterrupted[key], key
+    assert json.load(open(tmp_path / "config.json"))["config"]["train_size"] == canonical
+
+
 def test_eval_every_curves_continue_across_a_resume(tfds_dir, tmp_path):
     """--eval_every=3 of 6 steps: per-size eval records and TensorBoard points at steps 3 and
     6 (the final evaluation), training unchanged, each shape compiled once; resuming from step
@@ -321,7 +347,7 @@ def test_workdir_errors_are_one_line_and_validation_leaves_no_directory(tfds_dir
     with pytest.raises(ValueError, match=r"^--workdir=.*/file/run: Not a directory$"):
         prepare_workdir(str(tmp_path / "file" / "run"))
     with pytest.raises(ValueError, match=r"^--eval_sizes='0x5': '0x5' has a zero side$"):
-        parse_eval_sizes("0x5", 2)
+        TrainConfig(eval_sizes="0x5").resolved()
     with pytest.raises(ValueError, match="below the model's minimum size"):
         train_and_evaluate(tiny(tfds_dir, eval_sizes="2"), str(tmp_path / "never"))
     assert not (tmp_path / "never").exists()

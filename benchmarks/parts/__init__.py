@@ -29,8 +29,8 @@ class Settings:
     # 3. throughput
     policies: tuple[tuple[str, str, str | None], ...] = (
         ("fixed", "fixed:40", None),
-        ("mixed", "mixed:16-64:16", None),
-        ("mixed-scale", "mixed:16-64:16:scale", None),
+        ("mixed", "mixed_step:16-64:16", None),
+        ("mixed-scale", "mixed_step:16-64:16:scale", None),
         ("native", "native", "auto:8"),
         ("native-16", "native", "auto:16"),  # one bucket per shape of `variable`: no padding
         ("pad-to-max", "native", "64x64"),  # the largest size of `variable`
@@ -76,8 +76,8 @@ SMOKE = dataclasses.replace(
     batch_size=16, compile_examples=128, compile_batch=8, compile_steps=1,
     padding_specs=("auto:2", "auto:4"), padding_max_k=8,
     policies=(
-        ("fixed", "fixed:24", None), ("mixed", "mixed:16x16-16x32:16", None),
-        ("mixed-scale", "mixed:16x16-16x32:16:scale", None), ("native", "native", "auto:2"),
+        ("fixed", "fixed:24", None), ("mixed", "mixed_step:16x16-16x32:16", None),
+        ("mixed-scale", "mixed_step:16x16-16x32:16:scale", None), ("native", "native", "auto:2"),
         ("pad-to-max", "native", "64x64"),
     ),
     rounds=1, reps=1, torch_sizes=(28,), torch_batch=8, torch_steps=2,

@@ -76,7 +76,7 @@ def loop_rate(config: TrainConfig, dataset) -> tuple[float, dict]:
 def run(policies, pipelines, **overrides) -> list[dict]:
     """One row per policy and pipeline; the step alone is measured once per policy, the
     dataset opened once. ``overrides``: TrainConfig fields (``steps`` required)."""
-    rows, dataset = [], open_dataset(config_for(policies[0], "device", **overrides).resolved())
+    rows, dataset = [], open_dataset(config_for(policies[0], "device", **overrides))
     for label in policies:
         alone = step_alone(config_for(label, "device", **overrides), dataset)
         for pipeline in pipelines:

@@ -22,8 +22,8 @@ import jax
 
 from benchmarks.common import Row, StepRunner, time_interleaved
 from benchmarks.parts import Settings, end_to_end
+from fcn_jax.data.assemble import batch_key
 from fcn_jax.setup import build, open_dataset
-from fcn_jax.steps import batch_key
 
 PART = "7 host overhead"
 TINY_STEP = dict(width=0.125, batch_size=8)
@@ -38,7 +38,7 @@ def run(policies, pipelines, rounds: int = 1, **overrides) -> list[dict]:
     ``rounds`` interleaved rounds (one machine's noise hits them alike); ``host_us`` is the
     loop's less the step's."""
     fields = {**TINY_STEP, **overrides}
-    dataset = open_dataset(end_to_end.config_for(policies[0], "device", **fields).resolved())
+    dataset = open_dataset(end_to_end.config_for(policies[0], "device", **fields))
     per = 1e6 * fields["batch_size"]  # µs per step from examples/s
     rows = []
     for label in policies:
@@ -85,7 +85,7 @@ def assembling_step_alone(config, dataset) -> float:
     for batch in inputs:
         runner.step(batch)
     jax.block_until_ready(runner.state)
-    examples = sum(b.args[-1].shape[0] for b in inputs)  # rows: (B, 1 + 3D)
+    examples = sum(b.held.rows.shape[0] for b in inputs)
     return examples / (time.perf_counter() - start)
 
 

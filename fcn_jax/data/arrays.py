@@ -6,18 +6,16 @@ checks any array-backed kind runs on its images and labels (:func:`array_split`,
 from __future__ import annotations
 
 import io
-import logging
 import operator
 import os
 import zipfile
 from typing import Any
 
 import numpy as np
+from absl import logging
 
 from fcn_jax.data.sources import DataError, Dataset, Source, to_float
 from fcn_jax.outputs import write_atomic
-
-log = logging.getLogger(__name__)
 
 
 class ArraySource(Source):
@@ -198,7 +196,7 @@ def array_dataset(where: str, splits, num_classes: int | None, names=()) -> Data
     if num_classes is None:
         num_classes = int(max(tr_lab.max(), te_lab.max())) + 1
         if empty := sorted(set(range(num_classes)) - set(tr_lab.tolist())):
-            log.warning("%s: class(es) %s have no training examples", where, empty)
+            logging.warning("%s: class(es) %s have no training examples", where, empty)
     if num_classes < 2:
         raise DataError(f"{where}: {num_classes} class; a classifier needs at least 2")
     return Dataset(

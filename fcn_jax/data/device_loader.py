@@ -30,26 +30,20 @@ import math
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from fcn_jax import sharding
-from fcn_jax.data.augment import Augmentation
-from fcn_jax.data.plan import BatchPlan, effective_sizes
-from fcn_jax.data.policies import SizePolicy, fitting_buckets
+from fcn_jax.data.assemble import Held, OnDevice, assemble_next, batch_key
+from fcn_jax.data.buckets import fitting_buckets
+from fcn_jax.data.plan import BatchPlan, PlannedLoader, effective_sizes
 from fcn_jax.data.sources import Source
-from fcn_jax.models.layers import valid_mask
-from fcn_jax.steps import OnDevice, batch_key
 
 READ_CHUNK = 1024
 # Slabs per bucket replace one padded slab when the examples fill less than this share of it.
 MIN_PADDED_FILL = 0.5
-# uint8 value -> float32, computed as the host sources do (x / 255 in float32): a lookup keeps
-# the device's pixels bit-identical (XLA may turn the division into a reciprocal product).
-_UINT8_TO_FLOAT = np.arange(256, dtype=np.uint8).astype(np.float32) / 255.0
 
 
 def device_memory_bytes() -> int:
@@ -164,164 +158,60 @@ def _read_all(source: Source, layout: Layout) -> tuple[list[np.ndarray], np.ndar
     return slabs, labels
 
 
-def _inside(low, high, spatial_shape: tuple[int, ...]) -> jax.Array:
-    """(B, *spatial, 1) bool: positions in ``[low, high)`` on every axis (both (B, D))."""
-    return valid_mask(high, spatial_shape) & ~_below(low, spatial_shape)
-
-
-def _below(low, spatial_shape: tuple[int, ...]) -> jax.Array:
-    """(B, *spatial, 1) bool: positions before ``low`` (B, D) on some axis."""
-    out = None
-    for axis, length in enumerate(spatial_shape):
-        shape = [low.shape[0]] + [1] * len(spatial_shape) + [1]
-        shape[1 + axis] = length
-        before = (jnp.arange(length) < low[:, axis : axis + 1]).reshape(shape)
-        out = before if out is None else out | before
-    return out
-
-
-def _fit(x, canvas: tuple[int, ...]):
-    """``(B, *S, C)`` cut or zero-padded to ``(B, *canvas, C)`` (static: a bucket's slice)."""
-    x = x[(slice(None), *(slice(0, c) for c in canvas))]
-    return jnp.pad(x, [(0, 0), *((0, c - n) for c, n in zip(canvas, x.shape[1:-1])), (0, 0)])
-
-
-def _place(x, scale, start, canvas: tuple[int, ...]):
-    """Each of ``(B, *S, C)`` scaled by ``scale`` (B, D) with its first element at ``start``
-    (B, D) on a ``(B, *canvas, C)`` canvas (PIL's bilinear filter, antialiased)."""
-    place = functools.partial(
-        jax.image.scale_and_translate,
-        shape=(*canvas, x.shape[-1]),
-        spatial_dims=tuple(range(len(canvas))),
-        method="linear",
-        antialias=True,
-        precision=jax.lax.Precision.HIGHEST,
-    )
-    return jax.vmap(lambda im, s, t: place(im, scale=s, translation=t))(
-        x, scale, start.astype(jnp.float32)
-    )
-
-
-def assemble(images, labels, slab_rows, stored, rows, *, canvas, resize, padded) -> dict:
-    """One batch from examples held on the device.
-
-    Args:
-      images: ``(N_k, *S, C)`` uint8 or float32: the slab this batch's examples lie in.
-      labels: ``(N,)`` int32; slab_rows: ``(N,)`` int32 row of each example in its slab;
-        stored: ``(N, D)`` int32 size of each example as held.
-      rows: ``(B, 1 + 3D)`` int32: example index, size (B, D), content extent (B, D) and
-        content start (B, D) on the canvas.
-      canvas: the batch's spatial shape (a bucket).
-      resize: False when every example is used as held (its size is its stored size).
-      padded: whether the slab holds examples smaller than itself (zero beyond their size).
-    Returns:
-      ``{"image": (B, *canvas, C) float32, "label": (B,), "sizes": (B, D)}``, zero beyond
-      each example's size.
-    """
-    d = len(canvas)
-    index, size = rows[:, 0], rows[:, 1 : 1 + d]
-    content, start = rows[:, 1 + d : 1 + 2 * d], rows[:, 1 + 2 * d :]
-    x = jnp.take(images, jnp.take(slab_rows, index), axis=0)
-    x = jnp.asarray(_UINT8_TO_FLOAT)[x] if images.dtype == jnp.uint8 else x.astype(jnp.float32)
-    if not resize:  # zero beyond each example's size already
-        x = _fit(x, canvas)
-    elif not padded:
-        x = _place(x, content / jnp.asarray(images.shape[1:-1], jnp.float32), start, canvas)
-        x = jnp.where(valid_mask(size, canvas), x, 0.0)
-    else:
-        # The filter must see each example's own size, as the host's does: resize its mask
-        # along and divide, which renormalizes the filter over the example's pixels only.
-        held = jnp.take(stored, index, axis=0)
-        mask = valid_mask(held, images.shape[1:-1]).astype(jnp.float32)
-        y = _place(jnp.concatenate([x, mask], -1), content / held, start, canvas)
-        value, weight = y[..., :-1], y[..., -1:]
-        inside = _inside(start, start + content, canvas) & valid_mask(size, canvas) & (weight > 0)
-        x = jnp.where(inside, value / jnp.where(weight > 0, weight, 1.0), 0.0)
-    return {"image": x, "label": jnp.take(labels, index), "sizes": size}
-
-
-def assemble_next(
-    images, labels, slab_rows, stored, epoch_rows, j, rows, **kw
-) -> tuple[dict, tuple[jax.Array, jax.Array]]:
-    """The batch of ``rows`` ``(B, 1 + 3D)``, row ``j`` of an epoch's ``epoch_rows`` ``(S, B,
-    1 + 3D)`` held on the device (see :func:`assemble`), and the next position: ``(j + 1,
-    its rows)``. The position advances on the device, so a step needs no transfer from the
-    host (a small one can make the host wait for the device on GPUs). The next rows are an
-    output, made once: sliced from ``epoch_rows`` where they are used, the slice was fused
-    into every per-pixel loop that reads a size (100 µs a step on a CPU for a tiny model)."""
-    # Clamped at the epoch's last step: the next epoch's rows are uploaded with the epoch.
-    following = jax.lax.dynamic_index_in_dim(epoch_rows, j + 1, keepdims=False)
-    return assemble(images, labels, slab_rows, stored, rows, **kw), (j + 1, following)
-
-
-class DeviceLoader(BatchPlan):
-    """Infinite, deterministic, resumable training batches built on the devices.
-
-    Same arguments and plan as :class:`~fcn_jax.data.loader.TrainLoader` (``process_count``
-    and the rows each process takes come from ``mesh``); batches are global arrays split over
-    ``mesh`` (``{"image", "label", "sizes"}``). The source is held as :func:`device_layout`
-    says (:func:`device_data_problem`: whether it fits). ``compile_seconds``: time spent
-    compiling the assembly, once per bucket.
+class DeviceLoader(PlannedLoader):
+    """Infinite, deterministic, resumable training batches of a
+    :class:`~fcn_jax.data.plan.BatchPlan` (``plan``, made for ``jax.process_count()``
+    processes), built on the devices: the same batches as
+    :class:`~fcn_jax.data.loader.TrainLoader`'s, global arrays split over ``mesh``
+    (``{"image", "label", "sizes"}``). The source is held as :func:`device_layout` says
+    (:func:`device_data_problem`: whether it fits). ``compile_seconds``: time spent compiling
+    the assembly on its own (``next(loader)``), once per bucket.
     """
 
-    pipeline = "device"  # the summary's input_pipeline
+    pipeline = "device"
 
-    def __init__(
-        self,
-        source: Source,
-        policy: SizePolicy,
-        buckets: Sequence[Sequence[int]],
-        batch_size: int,
-        seed: int,
-        *,
-        mesh: jax.sharding.Mesh,
-        min_size: Sequence[int] | None = None,
-        batch_multiple: int | None = None,
-        augmentation: Augmentation | None = None,
-    ):
-        super().__init__(
-            source,
-            policy,
-            buckets,
-            batch_size,
-            seed,
-            process_count=jax.process_count(),
-            min_size=min_size,
-            batch_multiple=batch_multiple,
-            augmentation=augmentation,
-        )
-        self.layout = device_layout(source, policy, self.buckets, self.min_size)
+    def __init__(self, plan: BatchPlan, *, mesh: jax.sharding.Mesh):
+        if plan.process_count != jax.process_count():
+            raise ValueError(
+                f"a plan for {plan.process_count} processes, not {jax.process_count()}"
+            )
+        super().__init__(plan)
+        source = plan.source
+        self.layout = device_layout(source, plan.policy, plan.buckets, plan.min_size)
         slabs, labels = read_split(source, self.layout)
         self.storage_dtype = slabs[0].dtype
         self._mesh = mesh
         sizes = source.sizes()
-        self._held = [
+        # What every assembly takes besides its slab and rows: labels, slab rows, stored sizes.
+        self._labels, self._slab_rows, self._stored = (
             sharding.replicate(x, mesh) for x in (labels, self.layout.row, sizes.astype(np.int32))
-        ]  # labels, slab rows, stored sizes: what every assembly takes after its slab
+        )
         self._slabs = [sharding.replicate(x, mesh) for x in slabs]
         self._padded = [
             bool((sizes[self.layout.slab == k] != shape).any())
             for k, shape in enumerate(self.layout.shapes)
         ]
         self._resize = self._needs_resize(sizes)
-        self._steps: dict = {}  # (build, shapes) -> the assembly compiled on its own
+        self._steps: dict = {}  # batch_key -> the assembly compiled on its own
         self._builds: dict = {}  # canvas -> its assemble_next
         self._zero = sharding.replicate(np.zeros((), np.int32), mesh)
-        self._next, self._on_device = 0, None  # (epoch, step within it) of the device rows
+        self._on_device = None  # (epoch, step within it) of the rows on the devices
+        self._epoch_rows = self._position = self._rows = None
 
     def _needs_resize(self, sizes: np.ndarray) -> bool:
         """Whether some example is ever resized, zoomed or shifted."""
-        if self.augmentation.active or self.policy.kind == "mixed_example":
+        plan = self.plan
+        if plan.augmentation.active or plan.policy.kind == "mixed_example":
             return True
-        if self.policy.kind == "native":  # raised to the model's minimum
-            return not np.array_equal(effective_sizes(sizes, self.min_size), sizes)
-        return set(self.policy.grid()) != {
+        if plan.policy.kind == "native":  # raised to the model's minimum
+            return not np.array_equal(effective_sizes(sizes, plan.min_size), sizes)
+        return set(plan.policy.grid()) != {
             tuple(int(v) for v in s) for s in np.unique(sizes, axis=0)
         }
 
     def _slab(self, canvas: tuple[int, ...]) -> int:
         """The slab a batch of this canvas reads (native batches come from one bucket)."""
-        return 0 if len(self.layout.shapes) == 1 else self.buckets.index(canvas)
+        return 0 if len(self.layout.shapes) == 1 else self.plan.buckets.index(canvas)
 
     def _build(self, canvas: tuple[int, ...]) -> Callable:
         """:func:`assemble_next` for batches of this canvas (one object per canvas: it keys
@@ -331,6 +221,18 @@ class DeviceLoader(BatchPlan):
             self._builds[canvas] = functools.partial(assemble_next, **kw)
         return self._builds[canvas]
 
+    def _held(self, canvas: tuple[int, ...], epoch_rows, position, rows) -> Held:
+        """The held arrays of a batch of ``canvas`` with these rows."""
+        return Held(
+            images=self._slabs[self._slab(canvas)],
+            labels=self._labels,
+            slab_rows=self._slab_rows,
+            stored=self._stored,
+            epoch_rows=epoch_rows,
+            position=position,
+            rows=rows,
+        )
+
     def _compiled(self, batch: OnDevice) -> Callable:
         """The assembly of ``batch`` compiled on its own (:meth:`__next__`), once per canvas
         and argument shapes (timed)."""
@@ -338,27 +240,28 @@ class DeviceLoader(BatchPlan):
         if key not in self._steps:
             out = (sharding.batch_sharded(self._mesh), sharding.replicated(self._mesh))
             start = time.perf_counter()
-            self._steps[key] = jax.jit(batch.build, out_shardings=out).lower(*batch.args).compile()
+            self._steps[key] = jax.jit(batch.build, out_shardings=out).lower(batch.held).compile()
             self.compile_seconds += time.perf_counter() - start
         return self._steps[key]
 
     def _upload(self, epoch: int, j: int, first: int) -> None:
         """Put the rows of every step of ``epoch`` (its first global step is ``first``) on the
-        devices, and the position ``j`` within it."""
-        steps = range(first, first + len(self._plan(epoch)))
+        devices, and the position ``j`` within it: the planned copy of each epoch."""
+        steps = range(first, first + len(self.plan.epoch(epoch)))
         epoch_rows = np.stack([self.rows(s)[1] for s in steps])
         self._epoch_rows = sharding.replicate(epoch_rows, self._mesh)
-        self._j = sharding.replicate(np.asarray(j, np.int32), self._mesh)
+        self._position = sharding.replicate(np.asarray(j, np.int32), self._mesh)
         self._rows = sharding.replicate(epoch_rows[j], self._mesh)
         self._on_device = (epoch, j)
 
     def rows(self, step: int) -> tuple[tuple[int, ...], np.ndarray]:
         """Step ``step``'s canvas and the ``(B, 1 + 3D)`` int32 rows :func:`assemble` takes."""
-        plan = self.planned(step)
-        sizes = self.example_sizes(plan)
-        content, start = self.augmentation.boxes(self.seed, step, sizes)
-        rows = np.concatenate([plan[0][:, None], sizes, content, start], axis=1)
-        return tuple(plan[1]), rows.astype(np.int32)
+        plan = self.plan
+        planned = plan.planned(step)
+        sizes = plan.example_sizes(planned)
+        content, start = plan.augmentation.boxes(plan.seed, step, sizes)
+        rows = np.concatenate([planned[0][:, None], sizes, content, start], axis=1)
+        return tuple(planned[1]), rows.astype(np.int32)
 
     def __iter__(self) -> Iterator[dict]:
         return self
@@ -367,59 +270,46 @@ class DeviceLoader(BatchPlan):
         """The next batch, assembled by itself: ``{"image", "label", "sizes"}`` on the
         devices (the training loop lets its step assemble it: :meth:`step_input`)."""
         batch = self.step_input()
-        out, carry = self._compiled(batch)(*batch.args)
+        out, carry = self._compiled(batch)(batch.held)
         if batch.keep is not None:
             batch.keep(carry)
         return out
 
     def step_input(self) -> OnDevice:
         """The next batch as the train step takes it: the arrays it is assembled from, so
-        that the step assembles it (:class:`~fcn_jax.steps.OnDevice`)."""
-        self._start_clock()
-        step = self._next
-        epoch, j = self._locate(step)
-        plan = self._plan(epoch)[j]
-        canvas = tuple(plan[1])
-        self._count(plan)
-        self._next += 1
-        if self._variable_epochs:  # batch sizes vary: this step's rows go up alone
+        that the step assembles it (:class:`~fcn_jax.data.assemble.OnDevice`)."""
+        step = self._take()
+        if self.plan.variable_epochs:  # batch sizes vary: this step's rows go up alone
             return self.held_input(step)
+        epoch, j = self.plan.locate(step)
         if self._on_device != (epoch, j):  # the first step, a resume or a new epoch
             self._upload(epoch, j, step - j)
         self._on_device = (epoch, j + 1)
-        held = (self._slabs[self._slab(canvas)], *self._held)
-        args = (*held, self._epoch_rows, self._j, self._rows)
-        return OnDevice(self._build(canvas), args, self._keep)
+        canvas = tuple(self.plan.epoch(epoch)[j][1])
+        held = self._held(canvas, self._epoch_rows, self._position, self._rows)
+        return OnDevice(self._build(canvas), held, self._keep)
 
     def held_input(self, step: int) -> OnDevice:
         """Step ``step``'s input with its rows put on the devices alone (as a one-step epoch
         at position 0): the same batch as :meth:`step_input` gives, from any step, without moving
         the loader (used when batch sizes vary, and to time the step by itself)."""
         canvas, rows = self.rows(step)
-        held = (self._slabs[self._slab(canvas)], *self._held)
-        # Both shapes from the host: an eager ``rows[None]`` on the device took 42 µs against
-        # 22 for two small copies on a CPU, and compiled once per batch shape.
+        # Both shapes from the host: an eager ``rows[None]`` on the device is slower than two
+        # small copies, and compiles once per batch shape.
         epoch_rows, rows = (sharding.replicate(x, self._mesh) for x in (rows[None], rows))
-        return OnDevice(self._build(canvas), (*held, epoch_rows, self._zero, rows))
+        return OnDevice(self._build(canvas), self._held(canvas, epoch_rows, self._zero, rows))
 
     def abstract_input(self, canvas: tuple[int, ...], batch_size: int) -> OnDevice:
         """What :meth:`step_input` gives for a batch of ``batch_size`` examples of ``canvas``,
         abstract (``--precompile``)."""
-        steps = 1 if self._variable_epochs else self.batches_per_epoch
+        steps = 1 if self.plan.variable_epochs else self.plan.batches_per_epoch
         replicated = sharding.replicated(self._mesh)
         rows = jax.ShapeDtypeStruct(
             (batch_size, 1 + 3 * len(canvas)), np.int32, sharding=replicated
         )
         epoch_rows = jax.ShapeDtypeStruct((steps, *rows.shape), np.int32, sharding=replicated)
-        j = jax.ShapeDtypeStruct((), np.int32, sharding=replicated)
-        held = (self._slabs[self._slab(canvas)], *self._held)
-        return OnDevice(self._build(canvas), (*held, epoch_rows, j, rows))
+        position = jax.ShapeDtypeStruct((), np.int32, sharding=replicated)
+        return OnDevice(self._build(canvas), self._held(canvas, epoch_rows, position, rows))
 
     def _keep(self, carry: tuple[jax.Array, jax.Array]) -> None:
-        self._j, self._rows = carry
-
-    def _position(self) -> int:
-        return self._next
-
-    def _seek(self, step: int) -> None:
-        self._next = step
+        self._position, self._rows = carry

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import logging
 import operator
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from absl import logging
 from PIL import Image, UnidentifiedImageError
 
 from fcn_jax.data.sources import DataError, Dataset, Source
-
-log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 FOLDER_TEST_FRACTION = 0.2
@@ -148,7 +146,7 @@ def load_folder(path: str, *, skip_corrupt: bool = False, num_threads: int = 2) 
     if bad and not skip_corrupt:
         raise DataError(f"{where}: cannot decode image file {bad[0]}: {probes[bad[0]]}")
     if bad:
-        log.warning("%s: skipped %d unreadable image file(s), e.g. %s", where, len(bad), bad[0])
+        logging.warning("%s: skipped %d unreadable image file(s), e.g. %s", where, len(bad), bad[0])
     good = {f: p for f, p in probes.items() if not isinstance(p, Exception)}
     by_channels: dict[int, Path] = {}
     for f, (_, _, c) in good.items():

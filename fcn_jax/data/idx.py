@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import logging
 import math
 import os
 import re
@@ -29,14 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 from etils import epath
 from PIL import Image
 
 from fcn_jax.data.arrays import array_dataset, array_split, check_labels
 from fcn_jax.data.offline_builder import prepare_locked
 from fcn_jax.data.sources import DataError, Dataset
-
-log = logging.getLogger(__name__)
 
 # key -> file name (without ".gz") of the four files of a set.
 IDX_NAMES = {
@@ -170,7 +168,7 @@ def find_idx_files(path: str) -> dict[str, Path]:
     if missing:
         raise DataError(f"{where}: {_missing(missing, directory)}")
     if prefix:
-        log.info("%s: reading the IDX files %s* in %s", where, prefix, directory)
+        logging.info("%s: reading the IDX files %s* in %s", where, prefix, directory)
     return found
 
 
@@ -293,7 +291,7 @@ def prepare_tfds(name: str, data_dir: str | None = None) -> bool:
     if files is None:
         return False
     cls = _builder_class(name)
-    log.warning(
+    logging.warning(
         "TFDS %s is not prepared in %s: building it from the IDX files in %s",
         name,
         root,

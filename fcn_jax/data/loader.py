@@ -24,13 +24,9 @@ import numpy as np
 from absl import flags
 
 from fcn_jax import sharding
-from fcn_jax.data.augment import Augmentation
-from fcn_jax.data.plan import BatchPlan, effective_sizes
-from fcn_jax.data.policies import (
-    SizePolicy,
-    fitting_buckets,
-    resolve_buckets,
-)
+from fcn_jax.data.buckets import fitting_buckets, resolve_buckets
+from fcn_jax.data.plan import TRAIN_KEYS, BatchPlan, PlannedLoader, effective_sizes
+from fcn_jax.data.policies import SizePolicy
 from fcn_jax.data.resize import (
     canvas_offsets,
     fit_min_size,
@@ -63,39 +59,16 @@ def _paste(batch: Batch, k: int, index: int, image: np.ndarray, label: int) -> N
     batch["sizes"][k] = image.shape[:-1]
 
 
-class TrainLoader(BatchPlan):
-    """Infinite, deterministic, resumable training batches, assembled on the host by Grain.
-
-    Plan per epoch (identical on every process): a permutation of the examples drawn from
-    ``(seed, epoch)``, then
-
-    * fixed / mixed_step / mixed_example: consecutive chunks of the permutation; the last partial
-      chunk is dropped. mixed_step draws each step's size from ``(seed, step)``; with
-      ``scale_batch`` the batch size follows :meth:`SizePolicy.batch_size` and the epoch ends
-      when the next batch does not fit. mixed_example draws each step's bucket and every
-      example's size within it from ``(seed, step)`` (:class:`ExampleSizes`).
-    * native: examples are grouped by bucket (the smallest-area bucket they fit, after raising
-      them to ``min_size``) in permutation order, chunked into full batches (each bucket's
-      remainder is dropped for that epoch; the next permutation gives them another chance), and
-      the batches shuffled.
-
-    Examples smaller than ``min_size`` on some axis are upsized to it on that axis (native), and
-    fixed/mixed sizes below ``min_size`` are an error. ``augmentation`` zooms and shifts every
-    example within its canvas, drawn from ``(seed, step)``. On ``process_count`` processes, each
-    takes rows ``process_index::process_count`` of every global batch.
-    (:class:`~fcn_jax.data.device_loader.DeviceLoader` follows the same plan on the devices.)
+class TrainLoader(PlannedLoader):
+    """Infinite, deterministic, resumable training batches of a
+    :class:`~fcn_jax.data.plan.BatchPlan` (``plan``), assembled on the host by Grain. On
+    ``plan.process_count`` processes, each takes rows ``process_index::process_count`` of
+    every global batch. (:class:`~fcn_jax.data.device_loader.DeviceLoader` follows a plan on
+    the devices.)
 
     Args:
-      source: random-access examples with ``sizes()``.
-      policy: a parsed size policy.
-      buckets: the declared batch shapes (``resolve_buckets``); must cover the policy's sizes.
-      batch_size: global batch size (the base batch size with ``scale_batch``).
-      seed: plan seed.
-      process_index, process_count: multi-host sharding.
-      min_size: the model's smallest extent per axis.
-      batch_multiple: ``scale_batch`` batch sizes are multiples of this (default
-        ``process_count``; pass the global device count).
-      augmentation: random zoom and shift (default: none).
+      plan: the batches to make.
+      process_index: this process's rows.
       num_threads, prefetch: Grain background threads and batches read ahead.
       worker_count: batches are made in this many processes (Grain multiprocessing; the
         loader and its source are pickled to each) instead of this process's threads.
@@ -104,61 +77,44 @@ class TrainLoader(BatchPlan):
         ahead, so the copy overlaps the running step; else numpy arrays.
     """
 
-    pipeline = "grain"  # the summary's input_pipeline
+    pipeline = "grain"
 
     def __init__(
         self,
-        source: Source,
-        policy: SizePolicy,
-        buckets: Sequence[Sequence[int]],
-        batch_size: int,
-        seed: int,
+        plan: BatchPlan,
         *,
         process_index: int = 0,
-        process_count: int = 1,
-        min_size: Sequence[int] | None = None,
-        batch_multiple: int | None = None,
-        augmentation: Augmentation | None = None,
         num_threads: int = 2,
         prefetch: int = 4,
         worker_count: int = 0,
         mesh: jax.sharding.Mesh | None = None,
     ):
-        if not 0 <= process_index < process_count:
-            raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-        super().__init__(
-            source,
-            policy,
-            buckets,
-            batch_size,
-            seed,
-            process_count=process_count,
-            min_size=min_size,
-            batch_multiple=batch_multiple,
-            augmentation=augmentation,
-        )
+        if not 0 <= process_index < plan.process_count:
+            raise ValueError(f"process_index {process_index} not in [0, {plan.process_count})")
+        super().__init__(plan)
         self.process_index = process_index
         self._reading = (num_threads, prefetch, worker_count)
         self._mesh, self._iter = mesh, None
         self._seek(0)
 
     def _load(self, step: int) -> Batch:
-        indices, shape, sizes = self.planned(step)
-        rows = slice(self.process_index, None, self.process_count)
+        plan = self.plan
+        indices, shape, sizes = plan.planned(step)
+        rows = slice(self.process_index, None, plan.process_count)
         local = indices[rows]
         sizes = sizes[rows] if sizes is not None else [shape] * len(local)
-        aug = self.augmentation
+        aug = plan.augmentation
         if aug.active:
-            zooms, shifts = (a[rows] for a in aug.draw(self.seed, step, len(indices), len(shape)))
-        batch = _empty_batch(len(local), shape, self.source.in_channels)
-        for k, (i, ex) in enumerate(zip(local, self.source.get_many(local), strict=True)):
+            zooms, shifts = (a[rows] for a in aug.draw(plan.seed, step, len(indices), len(shape)))
+        batch = _empty_batch(len(local), shape, plan.source.in_channels)
+        for k, (i, ex) in enumerate(zip(local, plan.source.get_many(local), strict=True)):
             image = ex["image"]
-            if self.policy.kind != "native":
+            if plan.policy.kind != "native":
                 size = tuple(int(v) for v in sizes[k])
             elif aug.active:  # one resize, from the example as stored (as on the devices)
-                size = tuple(int(v) for v in effective_sizes(image.shape[:-1], self.min_size))
+                size = tuple(int(v) for v in effective_sizes(image.shape[:-1], plan.min_size))
             else:
-                image = fit_min_size(image, self.min_size)
+                image = fit_min_size(image, plan.min_size)
                 size = image.shape[:-1]
             if aug.active:
                 image = aug.apply(image, size, zooms[k], shifts[k])
@@ -171,29 +127,24 @@ class TrainLoader(BatchPlan):
         return self
 
     def step_input(self) -> Batch:
-        """The next batch as the train step takes it (this process's rows: the loop makes
-        them a global batch)."""
-        return next(self)
+        """The next batch as the train step takes it: its :data:`TRAIN_KEYS`, global arrays on
+        the mesh (made so by the prefetch stage; numpy arrays without a mesh)."""
+        batch = next(self)
+        return {k: batch[k] for k in TRAIN_KEYS}
 
     def abstract_input(self, canvas: Sequence[int], batch_size: int) -> dict:
         """A global batch of ``batch_size`` examples of ``canvas``, abstract (``--precompile``)."""
         return {
             "image": jax.ShapeDtypeStruct(
-                (batch_size, *canvas, self.source.in_channels), np.float32
+                (batch_size, *canvas, self.plan.source.in_channels), np.float32
             ),
             "label": jax.ShapeDtypeStruct((batch_size,), np.int32),
             "sizes": jax.ShapeDtypeStruct((batch_size, len(canvas)), np.int32),
         }
 
     def __next__(self) -> Batch:
-        self._start_clock()
-        self._count(self.planned(self._next))
-        batch = next(self._iter)
-        self._next += 1
-        return batch
-
-    def _position(self) -> int:
-        return self._next
+        self._take()
+        return next(self._iter)
 
     def _seek(self, step: int) -> None:
         """Read from global step ``step`` on (element ``i`` is global step ``step + i``)."""
@@ -219,7 +170,8 @@ class TrainLoader(BatchPlan):
         self._closer = weakref.finalize(self, self._iter.close)
 
     def __getstate__(self) -> dict:
-        return {**super().__getstate__(), "_iter": None, "_mesh": None, "_closer": None}
+        """Picklable (for loader worker processes): without the iterator and the mesh."""
+        return {**self.__dict__, "_iter": None, "_mesh": None, "_closer": None}
 
 
 class EvalLoader:

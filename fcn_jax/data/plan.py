@@ -2,8 +2,9 @@
 
 Global step ``i`` maps to a list of example indices, a batch shape (one of the buckets) and,
 for ``mixed_example``, each example's own size: a pure function of ``(seed, i)`` given the
-source, identical on every process. A loader turns planned batches into pixels; its position
-is the next global step, so a resumed loader yields exactly the batches an uninterrupted one
+source, identical on every process. A loader (:class:`PlannedLoader`: the contract both
+train loaders keep) holds a plan and turns planned batches into step inputs; its position is
+the next global step, so a resumed loader yields exactly the batches an uninterrupted one
 would.
 """
 
@@ -18,18 +19,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from fcn_jax.data.augment import Augmentation
-from fcn_jax.data.policies import (
-    ExampleSizes,
-    SizePolicy,
-    fitting_buckets,
-    padding_efficiency,
-)
+from fcn_jax.data.buckets import ExampleSizes, fitting_buckets, padding_efficiency
+from fcn_jax.data.policies import SizePolicy
 from fcn_jax.data.sources import Source
 from fcn_jax.sizes import check_min_size
 
 # A planned global batch: example indices, the batch's spatial shape, and each example's own
 # size (B, D) where examples differ (mixed_example), else None.
 PlannedBatch = tuple[np.ndarray, tuple[int, ...], np.ndarray | None]
+# The batch keys the train step takes (and BatchNorm recalibration, which runs its forward pass).
+TRAIN_KEYS = ("image", "label", "sizes")
 
 
 def effective_sizes(sizes: np.ndarray, min_size: Sequence[int]) -> np.ndarray:
@@ -38,12 +37,39 @@ def effective_sizes(sizes: np.ndarray, min_size: Sequence[int]) -> np.ndarray:
 
 
 class BatchPlan:
-    """Deterministic, resumable plan of global training batches (see :class:`TrainLoader`
-    for the plan's rules and the arguments); subclasses turn planned batches into pixels.
+    """Deterministic plan of global training batches: a pure function of the step, with no
+    position of its own (the loaders that follow it keep theirs).
 
-    ``tally`` counts what the loader has yielded since it was made or resumed, over every
-    process: ``examples``, valid ``pixels`` and ``padded_pixels`` (positions of the batch
-    arrays).
+    Plan per epoch (identical on every process): a permutation of the examples drawn from
+    ``(seed, epoch)``, then
+
+    * fixed / mixed_step / mixed_example: consecutive chunks of the permutation; the last partial
+      chunk is dropped. mixed_step draws each step's size from ``(seed, step)``; with
+      ``scale_batch`` the batch size follows :meth:`SizePolicy.batch_size` and the epoch ends
+      when the next batch does not fit. mixed_example draws each step's bucket and every
+      example's size within it from ``(seed, step)`` (:class:`ExampleSizes`).
+    * native: examples are grouped by bucket (the smallest-area bucket they fit, after raising
+      them to ``min_size``) in permutation order, chunked into full batches (each bucket's
+      remainder is dropped for that epoch; the next permutation gives them another chance), and
+      the batches shuffled.
+
+    Examples smaller than ``min_size`` on some axis are upsized to it on that axis (native), and
+    fixed/mixed sizes below ``min_size`` are an error. ``augmentation`` zooms and shifts every
+    example within its canvas, drawn from ``(seed, step)``. The host loader
+    (:class:`~fcn_jax.data.loader.TrainLoader`) and the device loader
+    (:class:`~fcn_jax.data.device_loader.DeviceLoader`) make the same batches of a plan.
+
+    Args:
+      source: random-access examples with ``sizes()``.
+      policy: a parsed size policy.
+      buckets: the declared batch shapes (``resolve_buckets``); must cover the policy's sizes.
+      batch_size: global batch size (the base batch size with ``scale_batch``).
+      seed: plan seed.
+      process_count: the processes that each read their rows of a batch.
+      min_size: the model's smallest extent per axis.
+      batch_multiple: ``scale_batch`` batch sizes are multiples of this (default
+        ``process_count``; pass the global device count).
+      augmentation: random zoom and shift (default: none).
     """
 
     def __init__(
@@ -79,12 +105,9 @@ class BatchPlan:
         self._lock = threading.Lock()
         self._plans: dict[int, list[PlannedBatch]] = {}
         self._offsets = [0]  # first global step of each epoch planned so far
-        self.batches_per_epoch = None if self._variable_epochs else len(self._plan(0))
-        if not self._plan(0):
+        self.batches_per_epoch = None if self.variable_epochs else len(self.epoch(0))
+        if not self.epoch(0):
             raise ValueError(f"batch_size {batch_size} leaves no full batch in {self._n} examples")
-        self.tally = {"examples": 0, "pixels": 0, "padded_pixels": 0}
-        self.compile_seconds = 0.0  # loaders that compile their batch assembly add to it
-        self._t0 = None
 
     def _check_policy(self) -> None:
         policy = self.policy
@@ -100,10 +123,11 @@ class BatchPlan:
             raise ValueError(f"sizes {sorted(missing)} of the policy are not in the buckets")
 
     @property
-    def _variable_epochs(self) -> bool:
+    def variable_epochs(self) -> bool:
+        """Whether batch sizes, and so epoch lengths, vary (``mixed_step:...:scale``)."""
         return self.policy.kind == "mixed_step" and self.policy.scale_batch
 
-    def _plan(self, epoch: int) -> list[PlannedBatch]:
+    def epoch(self, epoch: int) -> list[PlannedBatch]:
         """Epoch ``epoch``'s global batches."""
         with self._lock:
             if epoch not in self._plans:
@@ -124,7 +148,7 @@ class BatchPlan:
                 ]
             order = np.random.default_rng([self.seed, 2, epoch]).permutation(len(batches))
             return [batches[i] for i in order]
-        if not self._variable_epochs:
+        if not self.variable_epochs:
             first = epoch * (self._n // b)
             return [
                 (perm[j * b : (j + 1) * b], *self._draw_shape(first + j, b))
@@ -147,8 +171,8 @@ class BatchPlan:
 
     def planned(self, step: int) -> PlannedBatch:
         """Global step ``step``'s batch: indices, shape, per-example sizes (or None)."""
-        epoch, j = self._locate(step)
-        return self._plan(epoch)[j]
+        epoch, j = self.locate(step)
+        return self.epoch(epoch)[j]
 
     def example_sizes(self, plan: PlannedBatch) -> np.ndarray:
         """(B, D) int extent of each example of a planned batch (what the model masks to)."""
@@ -165,19 +189,19 @@ class BatchPlan:
         whole = int(epochs)
         lengths = []
         for epoch in range(whole + 1):
-            while self._variable_epochs and len(self._offsets) <= epoch:  # planned in order
-                self._locate(self._offsets[-1])
-            lengths.append(len(self._plan(epoch)))
+            while self.variable_epochs and len(self._offsets) <= epoch:  # planned in order
+                self.locate(self._offsets[-1])
+            lengths.append(len(self.epoch(epoch)))
         return max(1, math.ceil(sum(lengths[:whole]) + (epochs - whole) * lengths[whole]))
 
-    def _locate(self, step: int) -> tuple[int, int]:
+    def locate(self, step: int) -> tuple[int, int]:
         """(epoch, batch within epoch) of a global step."""
-        if not self._variable_epochs:
+        if not self.variable_epochs:
             return divmod(step, self.batches_per_epoch)
         with self._lock:
             planned = len(self._offsets) - 1
         while self._offsets[-1] <= step:  # epochs' lengths vary: walk forward once
-            n = len(self._plan(planned))
+            n = len(self.epoch(planned))
             with self._lock:
                 if len(self._offsets) == planned + 1:
                     self._offsets.append(self._offsets[-1] + n)
@@ -192,43 +216,22 @@ class BatchPlan:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, _lock=threading.Lock(), _plans={})
 
-    # --- position -----------------------------------------------------------------------
-
-    def _position(self) -> int:
-        """The next global step (subclasses)."""
-        raise NotImplementedError
-
-    def _seek(self, step: int) -> None:
-        raise NotImplementedError
-
-    def get_state(self) -> dict[str, int]:
-        """JSON-serializable position: the next global step, plus what it is only valid for."""
-        return {
-            "step": self._position(),
-            "seed": self.seed,
-            "num_examples": self._n,
-            "batch_size": self.batch_size,
-        }
-
-    def set_state(self, state: dict[str, int]) -> None:
-        """Resume at ``state["step"]`` (from :meth:`get_state`)."""
+    def check_state(self, state: dict) -> None:
+        """A loader position (:meth:`PlannedLoader.get_state`) is only valid for this plan's
+        seed, examples and batch size."""
         for key in ("seed", "num_examples", "batch_size"):
             if state[key] != getattr(self, "_n" if key == "num_examples" else key):
                 raise ValueError(f"loader state was saved with a different {key}: {state}")
-        self._seek(int(state["step"]))
 
-    # --- reporting ----------------------------------------------------------------------
-
-    def _start_clock(self) -> None:
-        if self._t0 is None:
-            self._t0 = time.perf_counter()
-
-    def _count(self, plan: PlannedBatch) -> None:
-        """Add a planned batch to :attr:`tally`."""
+    def counts(self, plan: PlannedBatch) -> dict[str, int]:
+        """What a planned batch holds: ``examples``, valid ``pixels`` and ``padded_pixels``
+        (positions of the batch arrays)."""
         n = len(plan[0])
-        self.tally["examples"] += n
-        self.tally["pixels"] += int(np.prod(self.example_sizes(plan), -1).sum())
-        self.tally["padded_pixels"] += n * math.prod(plan[1])
+        return {
+            "examples": n,
+            "pixels": int(np.prod(self.example_sizes(plan), -1).sum()),
+            "padded_pixels": n * math.prod(plan[1]),
+        }
 
     @property
     def padding_efficiency(self) -> float:
@@ -240,6 +243,70 @@ class BatchPlan:
         if self.policy.kind != "native":
             return 1.0
         return padding_efficiency(self._sizes, self.buckets)
+
+
+class PlannedLoader:
+    """The contract of both train loaders (host: :class:`~fcn_jax.data.loader.TrainLoader`;
+    device: :class:`~fcn_jax.data.device_loader.DeviceLoader`), each holding a
+    :class:`BatchPlan` (``plan``). The loop takes :meth:`step_input` each step: an input
+    ready for the train step, whichever loader made it.
+
+    ``tally`` counts what the loader has handed out since it was made or resumed, over every
+    process: ``examples``, valid ``pixels`` and ``padded_pixels``. ``compile_seconds``: time
+    the loader spent compiling (its batch assembly, when it has one).
+    """
+
+    pipeline = ""  # the summary's input_pipeline
+
+    def __init__(self, plan: BatchPlan):
+        self.plan = plan
+        self.tally = {"examples": 0, "pixels": 0, "padded_pixels": 0}
+        self.compile_seconds = 0.0
+        self._next, self._t0 = 0, None
+
+    def step_input(self):
+        """The next step's input, ready for the train step (on the devices)."""
+        raise NotImplementedError
+
+    def abstract_input(self, canvas: Sequence[int], batch_size: int):
+        """What :meth:`step_input` gives for ``batch_size`` examples of ``canvas``, abstract
+        (``--precompile``)."""
+        raise NotImplementedError
+
+    def steps_for(self, epochs: float) -> int:
+        return self.plan.steps_for(epochs)
+
+    def _take(self) -> int:
+        """Count the next planned batch and move past it; return its global step."""
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+        step, self._next = self._next, self._next + 1
+        for key, value in self.plan.counts(self.plan.planned(step)).items():
+            self.tally[key] += value
+        return step
+
+    def _seek(self, step: int) -> None:
+        """Hand out global step ``step`` next."""
+        self._next = step
+
+    def get_state(self) -> dict[str, int]:
+        """JSON-serializable position: the next global step, plus what it is only valid for."""
+        plan = self.plan
+        return {
+            "step": self._next,
+            "seed": plan.seed,
+            "num_examples": len(plan.source),
+            "batch_size": plan.batch_size,
+        }
+
+    def set_state(self, state: dict[str, int]) -> None:
+        """Resume at ``state["step"]`` (from :meth:`get_state`)."""
+        self.plan.check_state(state)
+        self._seek(int(state["step"]))
+
+    @property
+    def padding_efficiency(self) -> float:
+        return self.plan.padding_efficiency
 
     @property
     def examples_per_second(self) -> float:

@@ -43,15 +43,27 @@ def valid_mask(sizes: jax.Array, spatial_shape: tuple[int, ...]) -> jax.Array:
     return mask
 
 
+# The normalizations and global poolings the layers have (None: no normalization).
+NORMS = (None, "none", "batch", "group")
+POOLS = ("avg", "max")
+
+
+def check_choices(norm: str | None, pool: str) -> None:
+    """The one check of ``norm`` and ``pool``: a one-line ValueError naming the flag."""
+    if norm not in NORMS:
+        raise ValueError(f"--norm={norm!r}: expected one of {NORMS}")
+    if pool not in POOLS:
+        raise ValueError(f"--pool={pool!r}: expected one of {POOLS}")
+
+
 def make_norm(kind: str | None, features: int, dtype, rngs: nnx.Rngs) -> nnx.Module | None:
-    """``"batch"`` (BatchNorm), ``"group"`` (GroupNorm) or ``None``."""
+    """``"batch"`` (BatchNorm), ``"group"`` (GroupNorm) or ``None`` / ``"none"`` (checked by
+    :func:`check_choices`)."""
     if kind is None or kind == "none":
         return None
     if kind == "batch":
         return nnx.BatchNorm(features, momentum=0.9, epsilon=1e-5, dtype=dtype, rngs=rngs)
-    if kind == "group":
-        return nnx.GroupNorm(features, num_groups=math.gcd(features, 8), dtype=dtype, rngs=rngs)
-    raise ValueError(f"norm must be 'batch', 'group' or None, got {kind!r}")
+    return nnx.GroupNorm(features, num_groups=math.gcd(features, 8), dtype=dtype, rngs=rngs)
 
 
 def apply_norm(norm: nnx.Module | None, x: jax.Array, mask: jax.Array | None) -> jax.Array:

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fcn_jax.models.fcn import FCN, ModelSpec
-from fcn_jax.models.layers import ConvLayer, ResidualBlock
+from fcn_jax.models.layers import ConvLayer, ResidualBlock, check_choices
 
 
 def _ch(base: int, width: float) -> int:
@@ -135,8 +135,7 @@ def build_model(spec: ModelSpec, seed: int = 0) -> FCN:
         raise ValueError(f"unknown model {spec.name!r}; expected one of {sorted(PRESETS)}")
     if spec.spatial_dims not in (1, 2, 3):
         raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spec.spatial_dims}")
-    if spec.pool not in ("avg", "max"):
-        raise ValueError(f"pool must be 'avg' or 'max', got {spec.pool!r}")
+    check_choices(spec.norm, spec.pool)
     if spec.width <= 0 or (spec.depth is not None and spec.depth < 1):
         raise ValueError(f"width must be > 0 and depth >= 1, got {spec.width}, {spec.depth}")
     return _jitted_builder(spec)(jax.random.key(seed))

@@ -20,44 +20,19 @@ import time
 import jax
 from absl import logging
 
-from fcn_jax.config import (
-    DEFAULT_EVAL_SIZES_1D,
-    DEFAULT_EVAL_SIZES_2D,
-    TrainConfig,
-    parse_eval_sizes,
-)
+from fcn_jax.config import ResolvedConfig, TrainConfig, flag_defaults
 from fcn_jax.data import Dataset, SizePolicy, parse_size_policy
 from fcn_jax.data.policies import KIND_ALIASES
 from fcn_jax.run import train_and_evaluate
 from fcn_jax.runs.report import PRODUCTION_SIZE, findings, write_report
-from fcn_jax.runs.rundir import RunDir
+from fcn_jax.runs.rundir import RunDir, run_name, with_shared_cache
 from fcn_jax.runs.stats import machine_info, sort_sizes, stats
 from fcn_jax.setup import default_policy, model_spec, open_dataset
-from fcn_jax.sizes import format_size
+from fcn_jax.sizes import SizeList, format_size
 from fcn_jax.workdir_lock import WorkdirLock
 
 POLICIES = ("fixed", "mixed_step", "mixed_example", "native")
 
-# Defaults of a comparison where they differ from a lone training run's: all policies together
-# must finish in about 5 minutes on a 2-core CPU (see benchmarks/compare_budget.py). They fill
-# what neither the flags nor a recipe set. The network must hold every size the policies train
-# on: on real digits the 3-stage `seed` network without normalization underfits mixed sizes
-# (final loss 0.20 against fixed's 0.05; twice the steps: +1.6 points at 28x28) and ended 2.8
-# points below fixed at 28x28, while `vgg` at width 0.5 with BatchNorm (recalibrated per test
-# size) ends 0.9 below at the same cost (docs/results.md).
-TRAIN_DEFAULTS = {
-    "steps": 1200,
-    "model": "vgg",
-    "width": 0.5,
-    "norm": "batch",
-    "recalibrate_bn": True,
-}
-# Unless the flags or a recipe set a length, every policy trains at least this many epochs:
-# 1200 steps are 1.5 epochs of 50 000 real digits, where mixed_example still underfit (1.2
-# points below fixed at 28x28; 0.5 after 4 epochs). Smaller data keeps the 1200 steps.
-MIN_EPOCHS = 4
-DEFAULT_DATASET = "procedural_digits/fixed28"
-DEFAULT_EVAL_EXAMPLES = 1000
 # mixed_example's default options: log-uniform sizes (equal weight per octave of scale).
 DEFAULT_EXAMPLE_OPTIONS = ":log"
 # mixed_step's default grid has at most this many values per axis (1-D, 2-D): one compile each.
@@ -73,6 +48,34 @@ _AGGREGATED = (
     "train_pixels",
     "train_padded_pixels",
 )
+
+
+def comparison_defaults() -> dict:
+    """The training values of a comparison where they differ from a lone run's, all in one
+    place: they fill what neither the flags nor a recipe set (``dataset`` and
+    ``eval_examples``, never unset, are the flags' defaults). All policies together finish in
+    about 5 minutes on a 2-core CPU (benchmarks/compare_budget.py)::
+
+        python -m experiments.compare --workdir=runs/compare
+    """
+    return {
+        "dataset": "procedural_digits/fixed28",
+        "eval_examples": 1000,
+        # The network must hold every size the policies train on: on real digits the 3-stage
+        # `seed` network without normalization underfits mixed sizes (final loss 0.20 against
+        # fixed's 0.05; twice the steps: +1.6 points at 28x28) and ended 2.8 points below
+        # fixed at 28x28, while `vgg` at width 0.5 with BatchNorm (recalibrated per test size)
+        # ends 0.9 below at the same cost (docs/results.md).
+        "model": "vgg",
+        "width": 0.5,
+        "norm": "batch",
+        "recalibrate_bn": True,
+        # At least 4 epochs (config.training_length): 1200 steps are 1.5 epochs of 50 000 real
+        # digits, where mixed_example still underfit (1.2 points below fixed at 28x28; 0.5
+        # after 4 epochs). Smaller data keeps the 1200 steps.
+        "steps": 1200,
+        "min_epochs": 4,
+    }
 
 
 @dataclasses.dataclass
@@ -95,9 +98,7 @@ class CompareConfig:
     """
 
     train: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(
-            dataset=DEFAULT_DATASET, eval_examples=DEFAULT_EVAL_EXAMPLES
-        )
+        default_factory=lambda: flag_defaults(comparison_defaults())
     )
     seeds: int = 1
     policies: tuple[str, ...] = POLICIES
@@ -106,8 +107,8 @@ class CompareConfig:
     example_size: str | None = None
 
     def validate(self) -> CompareConfig:
-        """Raise ValueError with a one-line message for a bad value; return self."""
-        self.train.resolved(TRAIN_DEFAULTS)
+        """Raise ValueError with a one-line message for a bad option; return self (the train
+        config is checked as it is resolved)."""
         if self.train.train_size is not None:
             raise ValueError(
                 "--train_size: a comparison sets it per policy; use --policies, --fixed_size "
@@ -123,23 +124,25 @@ class CompareConfig:
             )
         return self
 
-    def policy_specs(self, dataset, eval_sizes: list) -> dict[str, str]:
-        """Each policy's ``--train_size`` (e.g. ``{"fixed": "fixed:28", ...}``), the defaults
-        derived from ``dataset`` and the test sizes (see the attributes)."""
-        d, own = dataset.spatial_dims, default_policy(dataset)  # fixed at the data's size or native
-        fixed = self.fixed_size or (
-            format_size(own.size) if own.size else ("28" if d == 2 else "40")
-        )
-        f = parse_size_policy(f"fixed:{fixed}", d).size
+    def size_policies(self, dataset, eval_sizes: list) -> dict[str, SizePolicy]:
+        """Each policy's ``--train_size``, parsed for ``dataset`` (e.g. ``{"fixed":
+        SizePolicy("fixed", 2, size=(28, 28)), ...}``), the defaults derived from it and the
+        test sizes (see the attributes)."""
+        d, fixed = dataset.spatial_dims, default_policy(dataset)  # at the data's size, or native
+        if self.fixed_size:
+            fixed = parse_size_policy(f"fixed:{self.fixed_size}", d)
+        elif fixed.kind != "fixed":
+            fixed = SizePolicy("fixed", d, size=(28, 28) if d == 2 else (40,))
+        f = fixed.size
         lo = [min(v) for v in zip(f, *eval_sizes)]
         hi = [max(v) for v in zip(f, *eval_sizes)]
         example = self.example_size or f"{_compact(lo)}-{_compact(hi)}{DEFAULT_EXAMPLE_OPTIONS}"
         mixed = self.mixed_size or _step_grid(f, lo, hi, STEP_GRID_VALUES[d])
         return {
-            "fixed": f"fixed:{fixed}",
-            "mixed_step": f"mixed_step:{mixed}",
-            "mixed_example": f"mixed_example:{example}",
-            "native": "native",
+            "fixed": fixed,
+            "mixed_step": parse_size_policy(f"mixed_step:{mixed}", d),
+            "mixed_example": parse_size_policy(f"mixed_example:{example}", d),
+            "native": SizePolicy("native", d),
         }
 
 
@@ -161,37 +164,31 @@ def _compact(size) -> str:
     return str(size[0]) if len(set(size)) == 1 else format_size(size)
 
 
-def run_name(policy: str, seed: int) -> str:
-    return f"{policy}-seed{seed}"
-
-
 @dataclasses.dataclass
 class Plan:
     """What a comparison runs: each policy's run config per seed, all on one test grid."""
 
-    base: TrainConfig  # resolved; eval_sizes and the compilation cache shared by every run
-    policies: list[str]
-    specs: dict[str, str]  # policy → its --train_size
-    parsed: dict[str, SizePolicy]  # policy → its --train_size, parsed once
+    base: ResolvedConfig  # bound to the data; eval_sizes and the compilation cache shared
+    policies: dict[str, SizePolicy]  # policy name → its --train_size
     seeds: list[int]
     notes: list[str]
 
-    def run_config(self, policy: str, seed: int) -> TrainConfig:
+    def run_config(self, policy: str, seed: int) -> ResolvedConfig:
+        train_size = self.policies[policy]
         return dataclasses.replace(
             self.base,
-            train_size=self.specs[policy],
+            train_size=train_size,
             seed=seed,
             # A recipe's or the user's buckets are the padded policies' own setting.
-            buckets=self.base.buckets if self.parsed[policy].pads else None,
+            buckets=self.base.buckets if train_size.pads else None,
         )
 
 
 def plan_comparison(
-    config: CompareConfig, base: TrainConfig, dataset: Dataset, workdir: str
+    config: CompareConfig, base: ResolvedConfig, dataset: Dataset, workdir: str
 ) -> Plan:
     """The runs of ``config`` (validated; ``base``: its resolved train config) on ``dataset``;
     bad sizes and policies fail here, before any training."""
-    d = dataset.spatial_dims
     notes, policies = [], list(config.policies)
     if "native" in policies and default_policy(dataset).kind != "native":
         policies.remove("native")
@@ -201,14 +198,13 @@ def plan_comparison(
         )
     if not policies:
         raise ValueError("--policies: nothing left to compare")
-    base = with_min_epochs(config.train, base, len(dataset.train))
-    eval_sizes, note = shared_eval_sizes(base.eval_sizes, d)
+    base = base.for_data(dataset.spatial_dims, len(dataset.train))
+    eval_sizes, note = shared_eval_sizes(base.eval_sizes)
     notes += [note] if note else []
-    specs = config.policy_specs(dataset, parse_eval_sizes(eval_sizes, d))
-    parsed = {p: parse_size_policy(specs[p], d) for p in policies}
+    sizes = config.size_policies(dataset, list(eval_sizes))
     base = with_shared_cache(dataclasses.replace(base, eval_sizes=eval_sizes), workdir)
     seeds = [base.seed + k for k in range(config.seeds)]
-    return Plan(base, policies, specs, parsed, seeds, notes)
+    return Plan(base, {p: sizes[p] for p in policies}, seeds, notes)
 
 
 def run_comparison(config: CompareConfig, workdir: str, *, command: list[str] | None = None):
@@ -223,22 +219,22 @@ def run_comparison(config: CompareConfig, workdir: str, *, command: list[str] | 
 
 def _run_comparison(config: CompareConfig, workdir: str, command, lock: WorkdirLock):
     start = time.perf_counter()
-    base = config.validate().train.resolved(TRAIN_DEFAULTS)
+    base = config.validate().train.resolved(comparison_defaults())
     # Opened once, for every run (opening a folder dataset reads each of its files).
     dataset = open_dataset(base)
     plan = plan_comparison(config, base, dataset, workdir)
     os.makedirs(workdir, exist_ok=True)
     lock.acquire()  # a workdir made just now
     per_policy = {}
-    for policy in plan.policies:
+    for policy, train_size in plan.policies.items():
         runs = [run_name(policy, seed) for seed in plan.seeds]
         done = [
             train_or_reuse(plan.run_config(policy, seed), RunDir.of(workdir, name), dataset)
             for seed, name in zip(plan.seeds, runs)
         ]
         summaries, reused = (list(x) for x in zip(*done))
-        per_policy[policy] = aggregate_policy(plan.specs[policy], runs, summaries, reused)
-    first = per_policy[plan.policies[0]]
+        per_policy[policy] = aggregate_policy(train_size.spec(), runs, summaries, reused)
+    first = next(iter(per_policy.values()))
     results = {
         "command": list(command) if command is not None else None,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -256,7 +252,9 @@ def _run_comparison(config: CompareConfig, workdir: str, command, lock: WorkdirL
         },
         "seeds": plan.seeds,
         "eval_sizes": sort_sizes(first["eval_accuracy"]),
-        "fixed_size": format_size(plan.parsed["fixed"].size) if "fixed" in plan.parsed else None,
+        "fixed_size": format_size(plan.policies["fixed"].size)
+        if "fixed" in plan.policies
+        else None,
         "notes": plan.notes,
         "policies": per_policy,
     }
@@ -267,34 +265,13 @@ def _run_comparison(config: CompareConfig, workdir: str, command, lock: WorkdirL
     return results
 
 
-def with_shared_cache(config: TrainConfig, workdir: str) -> TrainConfig:
-    """``config`` with ``--compilation_cache_dir`` (unless set) ``workdir/xla_cache``: every run
-    compiles the same eval shapes (and some of the same train shapes)."""
-    default = os.path.join(os.path.abspath(workdir), "xla_cache")
-    return dataclasses.replace(
-        config, compilation_cache_dir=config.compilation_cache_dir or default
-    )
-
-
-def with_min_epochs(given: TrainConfig, base: TrainConfig, train_examples: int) -> TrainConfig:
-    """``base`` (resolved from ``given``) trained for :data:`MIN_EPOCHS` epochs when neither
-    ``given`` nor its recipe set a length and its default steps are fewer."""
-    if given.steps is not None or given.epochs is not None or base.epochs is not None:
-        return base
-    if MIN_EPOCHS * (train_examples // base.batch_size) <= base.steps:
-        return base
-    return dataclasses.replace(base, steps=None, epochs=float(MIN_EPOCHS))
-
-
-def shared_eval_sizes(spec: str | None, spatial_dims: int) -> tuple[str, str | None]:
-    """The eval-size spec of every run: ``spec`` (or the default), plus 28x16 in 2-D when it
-    is missing. Returns ``(spec, note or None)``."""
-    spec = spec or (DEFAULT_EVAL_SIZES_2D if spatial_dims == 2 else DEFAULT_EVAL_SIZES_1D)
-    sizes = parse_eval_sizes(spec, spatial_dims)
-    if spatial_dims != 2 or PRODUCTION_SIZE in sizes:
-        return spec, None
-    extended = ",".join(format_size(s) for s in [*sizes, PRODUCTION_SIZE])
-    return extended, f"added the production size 28x16 to --eval_sizes={spec}."
+def shared_eval_sizes(sizes: SizeList) -> tuple[SizeList, str | None]:
+    """The test sizes of every run: ``sizes`` (bound to the data), plus 28x16 in 2-D when it
+    is missing. Returns ``(sizes, note or None)``."""
+    if sizes.spatial_dims != 2 or PRODUCTION_SIZE in sizes.sizes:
+        return sizes, None
+    extended = SizeList((*sizes.sizes, PRODUCTION_SIZE), 2)
+    return extended, f"added the production size 28x16 to --eval_sizes={sizes.spec()}."
 
 
 def train_or_reuse(config: TrainConfig, rundir: RunDir, dataset: Dataset) -> tuple[dict, bool]:
@@ -305,7 +282,7 @@ def train_or_reuse(config: TrainConfig, rundir: RunDir, dataset: Dataset) -> tup
         logging.info("%s: reusing the finished run", rundir.path)
         return rundir.summary(), True
     old = rundir.summary()
-    logging.info("%s: training %s, seed %d", rundir.path, config.train_size, config.seed)
+    logging.info("%s: training %s, seed %d", rundir.path, config.train_size.spec(), config.seed)
     summary = train_and_evaluate(config, rundir.path, dataset=dataset)
     return rundir.keep_training_measurements(old, summary), False
 

@@ -5,18 +5,17 @@ expanded (× seeds) into :class:`Run` s by :func:`plan_runs`."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import os
 import re
 import runpy
 
-from fcn_jax.config import TrainConfig, field_types
+from fcn_jax.config import ResolvedConfig, TrainConfig, field_types
+from fcn_jax.runs.rundir import run_name
 
 # Set by the sweep itself, not by the grid.
 _RESERVED = {"seed": "give seeds with --seeds", "data_dir": "give it as a base flag"}
-_MAX_NAME = 120
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,14 +27,14 @@ class Run:
       params: its grid values (field → value).
       seed: its seed.
       flags: its training flags (base flags, grid values, seed; no workdir).
-      config: the config those flags give (None when read back from ``sweep.json``).
+      config: the config those flags give, resolved (None when read back from ``sweep.json``).
     """
 
     name: str
     params: dict
     seed: int
     flags: tuple[str, ...]
-    config: TrainConfig | None = dataclasses.field(default=None, compare=False, repr=False)
+    config: ResolvedConfig | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "params": self.params, "seed": self.seed, "flags": self.flags}
@@ -166,21 +165,9 @@ def _slug(value) -> str:
     return re.sub(r"[^A-Za-z0-9.=+-]+", "_", str(value)).strip("_") or "_"
 
 
-def run_name(params: dict, seed: int) -> str:
-    """``model=seed__train_size=fixed_28__seed0`` (a hash replaces the tail of long names)."""
-    name = "__".join([*(f"{k}={_slug(v)}" for k, v in params.items()), f"seed{seed}"])
-    if len(name) > _MAX_NAME:
-        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
-        name = f"{name[: _MAX_NAME - 11]}-{digest}"
-    return name
-
-
-def with_shared_cache(base: dict, grid: dict, workdir: str) -> dict:
-    """``base`` plus ``compilation_cache_dir=DIR/xla_cache`` unless set: runs of a sweep
-    share most shapes (the eval sizes, often the train sizes), so each compiles them once."""
-    if "compilation_cache_dir" in base or "compilation_cache_dir" in grid:
-        return base
-    return {**base, "compilation_cache_dir": os.path.join(os.path.abspath(workdir), "xla_cache")}
+def point_label(params: dict) -> str:
+    """``model=seed__train_size=fixed_28``: a grid point in its runs' names."""
+    return "__".join(f"{k}={_slug(v)}" for k, v in params.items())
 
 
 def plan_runs(grid: dict[str, list], seeds: list[int], base: dict) -> list[Run]:
@@ -200,16 +187,16 @@ def plan_runs(grid: dict[str, list], seeds: list[int], base: dict) -> list[Run]:
     for combo in itertools.product(*(grid[k] for k in keys)):
         params = dict(zip(keys, combo))
         where = "grid point " + ", ".join(f"{k}={v}" for k, v in params.items())
-        try:
-            TrainConfig(**{**base, **params}).resolved()  # validates, size specs included
+        try:  # resolved once a run (validated, size settings included): the reuse rule's
+            configs = [TrainConfig(**{**base, **params, "seed": s}).resolved() for s in seeds]
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
-        for seed in seeds:
-            name = run_name(params, seed)
+        for seed, config in zip(seeds, configs):
+            name = run_name(point_label(params), seed, sep="__")
             if name in names:
                 raise ValueError(f"{where} and {names[name]} both map to run name {name!r}")
             names[name] = where
             values = {**base, **params, "seed": seed}
             flags = tuple(f for f in (flag(k, v) for k, v in values.items()) if f)
-            runs.append(Run(name, params, seed, flags, TrainConfig(**values)))
+            runs.append(Run(name, params, seed, flags, config))
     return runs

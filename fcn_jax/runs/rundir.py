@@ -15,15 +15,19 @@ refuses a conflicting one.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import hashlib
 import os
 
 import jax
 
 from fcn_jax.config import TrainConfig, fields_where
 from fcn_jax.outputs import read_json, write_atomic, write_json
+from fcn_jax.settings import canonical_sizes
 
 ERROR_TAIL_LINES = 40  # of stderr.log, kept in error.txt
+MAX_NAME = 120  # characters of a run's directory name
 # Summary fields measured while training: a re-evaluation trains no step, so it keeps those of
 # the run that trained.
 TRAINING_MEASUREMENTS = (
@@ -75,16 +79,25 @@ class RunDir:
 
     def recorded_config(self) -> dict | None:
         """The resolved config the run recorded when it started (None before that)."""
-        if not os.path.exists(self.config_path):
-            return None
-        return read_json(self.config_path)["config"]
+        record = self._record()
+        return None if record is None else record["config"]
+
+    def _record(self) -> dict | None:
+        """config.json (None before the run started)."""
+        return read_json(self.config_path) if os.path.exists(self.config_path) else None
 
     def differences(self, config: TrainConfig) -> dict[str, tuple]:
         """Results-relevant fields whose recorded value differs from ``config``'s (resolved as
-        training resolves it): field → (recorded, wanted); every such field when none is
-        recorded."""
-        recorded = self.recorded_config() or {}
-        wanted = config.resolved().to_dict()
+        training resolves it; sizes in their canonical spelling for the recorded data): field
+        → (recorded, wanted); every such field when none is recorded."""
+        record = self._record() or {"config": {}}
+        recorded, wanted = record["config"], config.resolved()
+        data = record.get("dataset") or {}
+        if "spatial_dims" in data:
+            recorded = canonical_sizes(recorded, data["spatial_dims"])
+            with contextlib.suppress(ValueError):  # sizes of another dimensionality: differ
+                wanted = wanted.for_data(data["spatial_dims"], data.get("train_examples"))
+        wanted = wanted.to_dict()
         return {
             k: (recorded.get(k), wanted[k])
             for k in sorted(fields_where("affects_results"))
@@ -116,6 +129,30 @@ class RunDir:
     def error_line(self) -> str:
         """The line of error.txt that says what went wrong."""
         return _last_error_line(_tail(self.error_path, ERROR_TAIL_LINES))
+
+
+def run_name(label: str, seed: int, sep: str = "-") -> str:
+    """A run's directory name: ``fixed-seed0`` (a comparison's), ``model=seed__seed0`` (a
+    sweep's, ``sep="__"``); a hash replaces the tail of one over :data:`MAX_NAME` characters."""
+    name = f"{label}{sep}seed{seed}" if label else f"seed{seed}"
+    if len(name) > MAX_NAME:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+        name = f"{name[: MAX_NAME - 11]}-{digest}"
+    return name
+
+
+def with_shared_cache(config, workdir: str):
+    """``config`` (a config, or a dict of flag values) with ``--compilation_cache_dir`` set to
+    ``workdir/xla_cache`` unless it sets one: the runs of a comparison or a sweep compile many
+    of the same shapes (the test sizes, often the train sizes), so each is compiled once."""
+    cache = os.path.join(os.path.abspath(workdir), "xla_cache")
+    if isinstance(config, dict):
+        return (
+            config
+            if config.get("compilation_cache_dir")
+            else {**config, "compilation_cache_dir": cache}
+        )
+    return dataclasses.replace(config, compilation_cache_dir=config.compilation_cache_dir or cache)
 
 
 def _tail(path: str, lines: int) -> str:
