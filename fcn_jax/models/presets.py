@@ -94,8 +94,9 @@ def fcn_body(spec: ModelSpec, conv) -> tuple[list, int]:
     stride-1 convolutions 8, 5 and 3 wide with 128, 256 and 128 channels, each with BatchNorm
     and ReLU, then global average pooling (the 1×1 head before the pooling equals their dense
     layer after it). "Same" padding as Keras pads it (the extra position after the content);
-    minimum size 1. ``depth`` takes the first blocks."""
-    blocks = [(8, 128), (5, 256), (3, 128)][: spec.depth or 3]
+    minimum size 1. ``depth`` takes the first blocks, or repeats the last beyond three."""
+    depth = spec.depth or 3
+    blocks = ([(8, 128), (5, 256)] + [(3, 128)] * max(1, depth - 2))[:depth]
     layers, c = [], spec.in_channels
     for k, base in blocks:
         out = _ch(base, spec.width)
