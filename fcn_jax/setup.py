@@ -48,6 +48,7 @@ def check_series_lengths(dataset: Dataset, config: TrainConfig, min_size) -> Non
     """ValueError (one line) when a series of either split is shorter than the model's
     minimum length, naming it and the presets that accept it: series are not stretched to
     fit, and padding one would be masked away to nothing by the model's strided layers."""
+    spec = model_spec(config, dataset)
     for split, source in (("train", dataset.train), ("test", dataset.test)):
         lengths = source.sizes()[:, 0]
         if lengths.min() >= min_size[0]:
@@ -56,10 +57,7 @@ def check_series_lengths(dataset: Dataset, config: TrainConfig, min_size) -> Non
         accept = [
             name
             for name in sorted(PRESETS)
-            if abstract_model(dataclasses.replace(model_spec(config, dataset), name=name)).min_size[
-                0
-            ]
-            <= shortest
+            if abstract_model(dataclasses.replace(spec, name=name)).min_size[0] <= shortest
         ]
         raise ValueError(
             f"{dataset.name}: {split} series {int(lengths.argmin())} has length {shortest}, "

@@ -36,6 +36,7 @@ import numpy as np
 
 from fcn_jax.data.arrays import ArraySource
 from fcn_jax.data.sources import DataError, Dataset
+from fcn_jax.outputs import write_atomic
 
 NORMALIZE = ("series", "dataset", "none")
 ARCHIVE_URL = "https://timeseriesclassification.com/aeon-toolkit/{name}.zip"
@@ -258,7 +259,7 @@ def cached_dir(name: str, data_dir: str | None) -> str:
 
 def download(url: str, directory: str, name: str) -> None:
     """Fetch the archive's zip of ``name`` and keep its two ``.ts`` files in ``directory``
-    (each written whole, then renamed: a failed download leaves nothing half-written)."""
+    (written atomically: a failed download leaves nothing half-written)."""
     with urllib.request.urlopen(url, timeout=30) as response:
         archive = zipfile.ZipFile(io.BytesIO(response.read()))
     os.makedirs(directory, exist_ok=True)
@@ -266,8 +267,4 @@ def download(url: str, directory: str, name: str) -> None:
         members = [n for n in archive.namelist() if n.endswith(f"{name}_{split}.ts")]
         if not members:
             raise OSError(f"the zip holds no {name}_{split}.ts")
-        member = members[0]
-        target = os.path.join(directory, f"{name}_{split}.ts")
-        with open(target + ".tmp", "wb") as f:
-            f.write(archive.read(member))
-        os.replace(target + ".tmp", target)
+        write_atomic(os.path.join(directory, f"{name}_{split}.ts"), archive.read(members[0]))
