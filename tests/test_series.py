@@ -194,7 +194,7 @@ def test_native_training_on_variable_length_series(tmp_path):
     lengths = [5 + (i * 7) % 23 for i in range(32)]
     path = variable_pair(tmp_path, lengths=lengths)
     config = TrainConfig(
-        dataset=f"ts:{path}", model="fcn", width=0.0625, steps=4, batch_size=8,
+        dataset=f"ts:{path}", model="fcn", width=0.0625, steps=4, batch_size=8, buckets="auto:2",
         eval_sizes="16", eval_examples=0, eval_batch_size=16, checkpoint_every=4,
     )  # fmt: skip
     summary = train_and_evaluate(config, str(tmp_path / "run"))
