@@ -1,6 +1,7 @@
 """Command-line runs shared by the tests: several ``python ...`` processes at once, on CPU."""
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -38,3 +39,10 @@ def run_pythons(
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a coordinator, a Slurm daemon)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

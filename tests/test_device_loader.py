@@ -202,7 +202,7 @@ def test_device_data_problem():
 
 
 def test_device_pipeline_over_budget_is_an_error(tfds_dir, tmp_path):
-    """(auto's choice is checked in tests/test_train.py.)"""
+    """(auto's choice is checked in tests/integration/test_train.py.)"""
     config = TrainConfig(
         **TINY_TRAIN, data_dir=tfds_dir, input_pipeline="device", device_data_fraction=1e-9
     )

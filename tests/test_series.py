@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from series_data import shipped
 
 from fcn_jax.config import TrainConfig
 from fcn_jax.data import DataError, load_dataset
@@ -200,16 +201,6 @@ def test_native_training_on_variable_length_series(tmp_path):
     summary = train_and_evaluate(config, str(tmp_path / "run"))
     assert summary["train_size"] == "native" and summary["dataset"] == f"ts:{path}"
     assert len(summary["buckets"]) > 1 and 0 <= summary["test_accuracy"] <= 1
-
-
-def shipped(name: str) -> str:
-    """The folder an installed aeon/sktime ships NAME in, else skip (fail where required)."""
-    directory = series_lib.shipped_dir(name)
-    if directory is None:
-        if os.environ.get("FCN_SERIES") == "required":
-            pytest.fail(f"{name}: no installed aeon or sktime ships it (FCN_SERIES=required)")
-        pytest.skip(f"{name}: not shipped here (pip install --no-deps aeon==1.6.0)")
-    return directory
 
 
 @pytest.mark.parametrize(

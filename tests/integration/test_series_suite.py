@@ -6,13 +6,13 @@ import os
 import subprocess
 import sys
 
-from test_series import shipped
+from commands import REPO
+from series_data import shipped
 
 from fcn_jax.outputs import write_json
 from fcn_jax.runs import series as suite
 from fcn_jax.runs.rundir import RunDir
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXED = suite.Entry("GunPoint", "ucr:GunPoint", (150, 150), 1)
 VARIABLE = suite.Entry("JapaneseVowels", "ucr:JapaneseVowels", (7, 29), 12)
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from commands import REPO
 from tiny import TINY_TRAIN
 
 from fcn_jax.data import load_dataset, parse_size_policy
@@ -17,7 +18,6 @@ from fcn_jax.runs import grid as grids
 from fcn_jax.runs import launch, sweep, sweep_results
 from fcn_jax.runs.rundir import RunDir, run_name
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = [sys.executable, "-m", "experiments.train"]
 TINY = TINY_TRAIN
 # The seed model's minimum input is 8x8: only model=seed with fixed:6 fails.

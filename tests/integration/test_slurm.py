@@ -16,8 +16,7 @@ import sys
 import time
 
 import pytest
-from commands import REPO
-from test_multihost import free_port
+from commands import REPO, free_port
 from tiny import TINY_TRAIN
 
 from fcn_jax.data import load_dataset

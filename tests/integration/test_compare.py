@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from commands import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -27,7 +28,6 @@ from fcn_jax.runs.compare import (
 )
 from fcn_jax.runs.stats import sort_sizes, stats
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The seed network without BatchNorm recalibration: fewer compiles than the default network.
 TINY = {**TINY_TRAIN, "buckets": "auto:2", "model": "seed", "recalibrate_bn": False}
 OPTIONS = dict(seeds=2, fixed_size="24", mixed_size="16-24:8", example_size="16-28")

@@ -6,14 +6,13 @@ with one line naming it, and rerunning resumes to the same result."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
-from commands import REPO, run_pythons
+from commands import REPO, free_port, run_pythons
 from tiny import TINY_TRAIN
 
 from fcn_jax.checkpoint import restore_model
@@ -23,12 +22,6 @@ from fcn_jax.workdir_lock import WorkdirLock
 
 TIMEOUT_S = 10  # --distributed_timeout_s of every run here
 TINY = {**TINY_TRAIN, "buckets": "auto:2", "eval_examples": 16, "eval_batch_size": 16}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def on_two(module: str, flags: list[str]) -> list[tuple[str, ...]]:
