@@ -42,3 +42,11 @@ def small(tmp_path_factory):
     save_npz(path, dict(train_images=images, train_labels=np.arange(60) % 5,
                         test_images=images[:7], test_labels=np.arange(7) % 5))  # fmt: skip
     return load_dataset(f"npz:{path}")
+
+
+@pytest.fixture(scope="session")
+def digits(tfds_dir):
+    """procedural_digits/tiny_variable: same canvas-size distribution as `variable`."""
+    from fcn_jax.data import load_dataset
+
+    return load_dataset("procedural_digits/tiny_variable", tfds_dir)

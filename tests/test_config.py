@@ -14,6 +14,7 @@ from fcn_jax.config import DEFAULTS, TrainConfig
 from fcn_jax.data import load_dataset
 from fcn_jax.models import PRESETS
 from fcn_jax.recipes import RECIPES
+from fcn_jax.run import train_and_evaluate
 
 # --- recipes: what lands in config.json ------------------------------------------------------
 
@@ -139,3 +140,23 @@ def test_the_command_line_prints_an_expected_error_as_one_line(capsys):
 
     with pytest.raises(KeyError):
         run_cleanly(broken, (ValueError,))(["train"])
+
+
+def test_length_resolution():
+    assert TrainConfig().resolved().steps == 1500
+    assert TrainConfig(epochs=3).resolved().steps is None
+    assert TrainConfig(epochs=3).resolved({"steps": 800}).epochs == 3
+    assert TrainConfig().resolved({"steps": 800}).steps == 800
+    with pytest.raises(ValueError, match="--steps=5 and --epochs=2.0"):
+        TrainConfig(steps=5, epochs=2.0).resolved()
+
+
+def test_epochs_set_the_step_count(tfds_dir, tmp_path):
+    config = TrainConfig(
+        **{**TINY_TRAIN, "steps": None}, epochs=2, data_dir=tfds_dir, train_size="fixed:16"
+    )
+    summary = train_and_evaluate(config, str(tmp_path))
+    saved = json.load(open(tmp_path / "config.json"))
+    n = saved["dataset"]["train_examples"]
+    assert summary["steps"] == math.ceil(2 * (n // TINY_TRAIN["batch_size"]))
+    assert saved["config"]["epochs"] == 2 and saved["config"]["steps"] is None

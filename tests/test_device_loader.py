@@ -4,10 +4,8 @@ pipeline choice; and the strided-conv gradient chosen both ways."""
 import contextlib
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny import TINY_TRAIN
@@ -22,7 +20,6 @@ from fcn_jax.data.augment import parse_augmentation
 from fcn_jax.data.device_loader import DeviceLoader, device_data_problem, device_layout, read_split
 from fcn_jax.data.plan import BatchPlan
 from fcn_jax.data.sources import Dataset
-from fcn_jax.models import layers, strided_conv
 from fcn_jax.run import train_and_evaluate
 from fcn_jax.setup import build
 from fcn_jax.train import train
@@ -228,30 +225,6 @@ def test_padded_native_device_batch_equals_each_example_alone(step):
         alone = np.asarray(model(batch["image"][row : row + 1, : n[0], : n[1]]))[0]
         np.testing.assert_allclose(padded[row], alone, rtol=1e-5, atol=1e-5)
         assert label in range(5)
-
-
-@pytest.mark.parametrize("mode", ["custom", "autodiff"])
-def test_conv_grad_choice(mode):
-    """The chosen input gradient is the one traced, and both give the same gradients."""
-    conv = layers.ConvLayer(1, 3, 3, 2, spatial_dims=2, rngs=nnx.Rngs(0))
-    x = jnp.asarray(np.random.default_rng(0).random((2, 9, 9, 1), np.float32))
-
-    def grad_of_input(x):
-        return jax.grad(lambda x: (conv(x, None)[0] ** 2).sum())(x)
-
-    previous = strided_conv.set_conv_grad("custom")
-    try:
-        reference = grad_of_input(x)
-        strided_conv.set_conv_grad(mode)
-        text = str(jax.make_jaxpr(grad_of_input)(x))
-        # autodiff convolves dy dilated by the stride; the custom form never dilates it.
-        assert ("lhs_dilation=(2, 2)" in text) == (mode == "autodiff")
-        np.testing.assert_allclose(grad_of_input(x), reference, rtol=1e-5, atol=1e-6)
-    finally:
-        strided_conv.set_conv_grad(previous)
-    assert strided_conv.resolve_conv_grad("auto", "cpu") == "custom"
-    assert strided_conv.resolve_conv_grad("auto", "gpu") == "custom"
-    assert strided_conv.resolve_conv_grad("auto", "tpu") == "autodiff"
 
 
 @pytest.mark.parametrize("spec", ["native", "mixed_step:8-16:4:scale"])

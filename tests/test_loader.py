@@ -1,4 +1,5 @@
-"""Size policies, buckets, resizing, and the train/eval loaders."""
+"""Resizing, and the train/eval loaders (the size policies and the buckets they follow:
+test_policies.py, test_buckets.py)."""
 
 import itertools
 import json
@@ -13,196 +14,15 @@ from loaders import make_loader as _loader
 from loaders import same as _same
 from loaders import take as _take
 
+import fcn_jax
 from fcn_jax import sharding
 from fcn_jax.data import (
     EvalLoader,
-    SizePolicy,
-    auto_buckets,
     load_dataset,
-    padding_efficiency,
-    parse_size_policy,
     place_on_canvas,
     resize,
-    resolve_buckets,
 )
 from fcn_jax.data.arrays import save_npz
-from fcn_jax.data.buckets import assign_buckets
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    """procedural_digits/tiny_variable: same canvas-size distribution as `variable`."""
-    return load_dataset("procedural_digits/tiny_variable", str(tmp_path_factory.mktemp("tfds")))
-
-
-# --- policies ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "spec, dims, want",
-    [
-        ("fixed:28", 2, dict(kind="fixed", size=(28, 28))),
-        ("fixed:20x36", 2, dict(kind="fixed", size=(20, 36))),
-        ("fixed:40", 1, dict(kind="fixed", size=(40,))),
-        ("mixed:16-64", 2, dict(kind="mixed_step", low=(16, 16), high=(64, 64), step=8)),
-        ("mixed_step:16-64", 2, dict(kind="mixed_step", low=(16, 16), high=(64, 64), step=8)),
-        (
-            "mixed_example:14-64:log:aspect=2",
-            2,
-            dict(kind="mixed_example", low=(14, 14), log_scale=True, max_aspect=2.0),
-        ),
-        ("mixed_example:24-72", 1, dict(kind="mixed_example", low=(24,), high=(72,))),
-        ("mixed:16x24-32x48:4:scale", 2, dict(low=(16, 24), high=(32, 48), scale_batch=True)),
-        ("mixed:24-72:12", 1, dict(low=(24,), high=(72,), step=12, scale_batch=False)),
-        ("native", 1, dict(kind="native")),
-    ],
-)
-def test_parse_size_policy(spec, dims, want):
-    policy = parse_size_policy(spec, dims)
-    assert policy.spatial_dims == dims
-    for key, value in want.items():
-        assert getattr(policy, key) == value
-    assert parse_size_policy(policy.spec(), dims) == policy  # spec() parses back to it
-
-
-def test_spec_round_trips_random_policies():
-    rng = np.random.default_rng(0)
-    for _ in range(50):
-        d = int(rng.integers(1, 3))
-        low = tuple(int(v) for v in rng.integers(4, 30, d))
-        step = int(rng.integers(1, 9))
-        high = tuple(lo + step * int(rng.integers(0, 4)) for lo in low)
-        aspect = round(float(rng.uniform(1, 3)), 3) if d == 2 else None
-        for policy in (
-            SizePolicy("fixed", d, size=high),
-            SizePolicy("mixed_step", d, low=low, high=high, step=step, scale_batch=step > 4),
-            SizePolicy("mixed_example", d, low=low, high=high, log_scale=step > 4),
-        ):
-            assert parse_size_policy(policy.spec(), d) == policy, policy.spec()
-        if aspect and max(high) <= aspect * min(low):  # some size within the aspect bound
-            bounded = SizePolicy("mixed_example", d, low=low, high=high, max_aspect=aspect)
-            assert parse_size_policy(bounded.spec(), d) == bounded, bounded.spec()
-
-
-@pytest.mark.parametrize(
-    "spec, dims",
-    [
-        ("fixed", 2),
-        ("fixed:", 2),
-        ("fixed:3x4", 1),
-        ("fixed:0", 2),
-        ("fixed:a", 2),
-        ("mixed:16-60:8", 2),
-        ("mixed:64-16", 2),
-        ("mixed:16-64:x", 2),
-        ("mixed:16-64:8:shrink", 2),
-        ("mixed_example:16-64:8", 2),
-        ("mixed_example:64-16", 2),
-        ("mixed_example:16-64:aspect=0.5", 2),
-        ("mixed_example:16-64:aspect=2", 1),
-        ("mixed_example:8x40-12x60:aspect=1.5", 2),
-        ("native:3", 2),
-        ("resize:28", 2),
-        ("", 2),
-    ],
-)
-def test_malformed_policy(spec, dims):
-    with pytest.raises(ValueError, match="bad size policy") as err:
-        parse_size_policy(spec, dims)
-    assert repr(spec) in str(err.value) and "\n" not in str(err.value)
-
-
-def test_mixed_sizes_in_grid_and_deterministic():
-    policy = parse_size_policy("mixed:16x8-40x24:8", 2)
-    grid = set(policy.grid())
-    assert len(grid) == 4 * 3
-    drawn = [policy.draw_size(7, s) for s in range(300)]
-    assert set(drawn) == grid  # all reachable
-    assert drawn == [policy.draw_size(7, s) for s in range(300)]
-    assert drawn != [policy.draw_size(8, s) for s in range(300)]
-
-
-@settings(max_examples=40, deadline=None)
-@given(
-    lo=st.integers(8, 32),
-    n=st.integers(1, 8),
-    base=st.integers(16, 256),
-    mult=st.sampled_from([1, 2, 8]),
-)
-def test_scale_batch_keeps_pixels_per_step(lo, n, base, mult):
-    policy = parse_size_policy(f"mixed:{lo}-{lo + 4 * n}:4:scale", 2)
-    ref = math.prod(policy.reference_size())
-    for size in policy.grid():
-        b = policy.batch_size(base, size, mult)
-        assert b % mult == 0 and b >= mult
-        if b > mult:  # not clamped: within rounding of the reference pixel count
-            assert abs(b * math.prod(size) - base * ref) <= (mult / 2 + 1e-9) * math.prod(size)
-
-
-def test_scale_batch_in_loader(small):
-    loader = _loader(small, "mixed:8-24:4:scale", batch_size=8)
-    pixels = [len(b["label"]) * math.prod(b["image"].shape[1:3]) for b in _take(loader, 20)]
-    ref = 8 * 16 * 16
-    assert all(abs(p / ref - 1) < 0.5 for p in pixels), pixels
-    assert abs(np.mean(pixels) / ref - 1) < 0.2
-
-
-# --- buckets -------------------------------------------------------------------------------
-
-
-def test_padding_efficiency_definition():
-    sizes = np.array([[2, 2], [4, 4], [3, 1]])
-    # [2,2] and [3,1] -> (3, 2) bucket (area 6 < 16); [4,4] -> (4, 4).
-    assert padding_efficiency(sizes, [(4, 4), (3, 2)]) == pytest.approx((4 + 16 + 3) / (6 + 16 + 6))
-    with pytest.raises(ValueError, match="fit no bucket"):
-        padding_efficiency(sizes, [(3, 3)])
-
-
-@settings(max_examples=25, deadline=None)
-@given(
-    sizes=st.lists(st.tuples(st.integers(1, 50), st.integers(1, 50)), min_size=1, max_size=80),
-    k=st.integers(1, 6),
-)
-def test_auto_buckets_cover_everything(sizes, k):
-    sizes = np.array(sizes)
-    buckets = auto_buckets(sizes, k)
-    assert 1 <= len(buckets) <= k
-    eff = padding_efficiency(sizes, buckets)  # raises if some example fits no bucket
-    assert padding_efficiency(sizes, [tuple(sizes.max(0))]) <= eff + 1e-12 <= 1 + 1e-12
-
-
-def test_auto_buckets_many_distinct_shapes():
-    # More distinct shapes than candidates: shapes are coarsened to per-axis quantiles first.
-    sizes = np.random.default_rng(0).integers(1, 1000, (6000, 2))
-    buckets = auto_buckets(sizes, 8)
-    assert len(buckets) <= 8
-    assert padding_efficiency(sizes, buckets) > padding_efficiency(sizes, [(999, 999)]) + 0.2
-
-
-def test_auto_buckets_padding_efficiency(digits):
-    sizes = digits.train.sizes()  # tiny_variable: the sizes of `variable`, fewer examples
-    eight = padding_efficiency(
-        sizes, resolve_buckets("auto:8", parse_size_policy("native", 2), sizes)
-    )
-    assert eight >= 0.85
-    # Sides uniform over [16, 64] (the `continuous` config) need many more buckets.
-    uniform = np.random.default_rng(0).integers(16, 65, (4000, 2))
-    assert padding_efficiency(uniform, auto_buckets(uniform, 8)) < 0.75
-    assert padding_efficiency(uniform, auto_buckets(uniform, 40)) >= 0.85
-
-
-def test_explicit_buckets():
-    native = parse_size_policy("native", 2)
-    sizes = np.array([[10, 10], [30, 20]])
-    assert resolve_buckets("32x32,16", native, sizes) == [(16, 16), (32, 32)]
-    with pytest.raises(ValueError, match=r"fit no bucket in '16x16'.*\(30, 20\)"):
-        resolve_buckets("16x16", native, sizes)
-    for bad in ("auto:0", "auto:x", "16x16x2", "a,b"):
-        with pytest.raises(ValueError, match="bad bucket spec"):
-            resolve_buckets(bad, native, sizes)
-    mixed = parse_size_policy("mixed:8-16:4", 1)
-    assert resolve_buckets(None, mixed, sizes[:, :1]) == [(8,), (12,), (16,)]
-
 
 # --- resizing ------------------------------------------------------------------------------
 
@@ -240,6 +60,14 @@ def test_resize_and_canvas_shapes(shape, size):
 
 
 # --- train loader --------------------------------------------------------------------------
+
+
+def test_scale_batch_in_loader(small):
+    loader = _loader(small, "mixed:8-24:4:scale", batch_size=8)
+    pixels = [len(b["label"]) * math.prod(b["image"].shape[1:3]) for b in _take(loader, 20)]
+    ref = 8 * 16 * 16
+    assert all(abs(p / ref - 1) < 0.5 for p in pixels), pixels
+    assert abs(np.mean(pixels) / ref - 1) < 0.2
 
 
 @pytest.mark.parametrize("spec", ["native", "fixed:12x9", "mixed:4-20:4", "mixed:8-16:4:scale"])
@@ -413,15 +241,29 @@ def test_device_prefetch_gives_the_same_batches(small, spec):
     assert _same(host, jax.device_get(got + _take(resumed, 3)))
 
 
-def test_auto_buckets_too_sparse_to_fill_a_batch_are_merged_upwards():
-    # 50 lengths, 29-361, as PickupGestureWiimoteZ: auto:8 alone leaves buckets of a few
-    # examples, which native batches (full batches of one bucket) would never train on.
-    sizes = np.random.default_rng(0).integers(29, 362, (50, 1))
-    native = parse_size_policy("native", 1)
-    unmerged = resolve_buckets("auto:8", native, sizes)
-    merged = resolve_buckets("auto:8", native, sizes, batch_size=16)
-    assert len(unmerged) == 8 and 1 < len(merged) < 8 and set(merged) <= set(unmerged)
-    counts = np.bincount(assign_buckets(sizes, merged), minlength=len(merged))
-    assert (counts >= 16).all() and counts.sum() == 50
-    assert merged[-1] == unmerged[-1]  # the largest still holds the longest
-    assert resolve_buckets("auto:8", native, sizes, batch_size=64) == [unmerged[-1]]
+def test_loader_batches_are_exactly_masked(small):
+    loader = _loader(small, "mixed_example:6-24", buckets="auto:3", min_size=(4, 4))
+    shapes = set()
+    for batch in _take(loader, 12):
+        shapes.add(batch["image"].shape[1:3])
+        for image, n, i in zip(batch["image"], batch["sizes"], batch["index"], strict=True):
+            want = resize(small.train[int(i)]["image"], n)
+            np.testing.assert_array_equal(image[: n[0], : n[1]], want)
+            assert not image[n[0] :].any() and not image[:, n[1] :].any()
+    assert shapes <= set(loader.plan.buckets) and len(loader.plan.buckets) <= 3
+    assert len({tuple(n) for b in _take(loader, 4) for n in b["sizes"]}) > 8  # sizes vary
+
+
+@settings(max_examples=2, deadline=None)
+@given(step=st.integers(0, 10_000))
+def test_padded_per_example_batch_equals_each_example_alone(small, step):
+    """The model on a padded mixed_example batch gives each example's logits run alone."""
+    loader = _loader(
+        small, "mixed_example:8-20", buckets="auto:2", batch_size=3, seed=step, min_size=(4, 4)
+    )
+    batch = next(loader)
+    model = fcn_jax.create_model("seed", num_classes=4, width=0.25, seed=1)
+    padded = np.asarray(model(batch["image"], sizes=batch["sizes"]))
+    for row, (image, n) in enumerate(zip(batch["image"], batch["sizes"], strict=True)):
+        alone = np.asarray(model(image[None, : n[0], : n[1]]))[0]
+        np.testing.assert_allclose(padded[row], alone, rtol=1e-5, atol=1e-5)

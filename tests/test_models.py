@@ -4,12 +4,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from batches import padded_batch
 from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fcn_jax
-from fcn_jax.models.layers import ConvLayer, global_pool
+from fcn_jax.models.layers import global_pool
 
 TINY = dict(num_classes=5, in_channels=2, width=0.125)
 PRESET_NORMS = [
@@ -106,19 +107,6 @@ def _tiny_seed(spatial_dims):
     return _SEEDS[spatial_dims]
 
 
-def padded_batch(rng, sizes, channels, extra=3):
-    """Examples of the given sizes, zero-padded after their content to one array."""
-    sizes = np.asarray(sizes)
-    shape = (len(sizes), *(sizes.max(0) + extra), channels)
-    x = np.zeros(shape, np.float32)
-    alone = []
-    for i, s in enumerate(sizes):
-        xi = rng.normal(size=(*s, channels)).astype(np.float32)
-        x[(i, *(slice(0, n) for n in s))] = xi
-        alone.append(xi)
-    return jnp.asarray(x), jnp.asarray(sizes, jnp.int32), alone
-
-
 def rel_err(a, b):
     return float(np.abs(np.asarray(a) - np.asarray(b)).max() / np.abs(np.asarray(b)).max())
 
@@ -157,38 +145,6 @@ def test_max_pool_ignores_padding():
     logits, _ = logits_and_map(model, x, s)
     for i, xi in enumerate(alone):
         assert rel_err(logits[i], logits_and_map(model, jnp.asarray(xi)[None])[0][0]) <= 1e-5
-
-
-@pytest.mark.parametrize("spatial_dims", [1, 2])
-def test_masked_batchnorm_statistics(spatial_dims):
-    """Train-mode BatchNorm over a padded batch uses the valid positions only."""
-    layer = ConvLayer(2, 4, 3, 2, spatial_dims=spatial_dims, norm="batch", rngs=nnx.Rngs(0))
-    layer.train()
-    rng = np.random.default_rng(0)
-    sizes = rng.integers(5, 15, size=(3, spatial_dims))
-    x, s, alone = padded_batch(rng, sizes, 2)
-    y, out_sizes = layer(x, s)
-    # Reference: the conv outputs of each example alone, pooled over valid positions only.
-    conv_alone = [np.asarray(layer.conv(jnp.asarray(xi)[None]))[0] for xi in alone]
-    flat = np.concatenate([c.reshape(-1, 4) for c in conv_alone])
-    momentum = 0.9  # running stats start at mean 0, var 1
-    # A mean of values of both signs can be near 0: its error is relative to their scale
-    # (float32 sums in another order, as on GPU), not to the mean itself.
-    scale = (1 - momentum) * np.abs(flat).max()
-    np.testing.assert_allclose(
-        layer.norm.mean[...], (1 - momentum) * flat.mean(0), rtol=1e-5, atol=1e-6 * scale
-    )
-    np.testing.assert_allclose(
-        layer.norm.var[...], momentum + (1 - momentum) * flat.var(0), rtol=1e-5
-    )
-    # More padding changes nothing: same outputs on the valid region.
-    layer2 = ConvLayer(2, 4, 3, 2, spatial_dims=spatial_dims, norm="batch", rngs=nnx.Rngs(0))
-    layer2.train()
-    big = jnp.pad(x, [(0, 0)] + [(0, 7)] * spatial_dims + [(0, 0)])
-    y2, _ = layer2(big, s)
-    region = (slice(None), *(slice(0, n) for n in y.shape[1:-1]))
-    np.testing.assert_allclose(np.asarray(y2[region]), np.asarray(y), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(layer2.norm.var[...], layer.norm.var[...], rtol=1e-6)
 
 
 @pytest.mark.parametrize(

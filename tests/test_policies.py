@@ -1,9 +1,20 @@
 """Size policies and bucket specs parsed once, without the data's dimensionality where the text
 does not fix it, bound to it later, and written in one canonical spelling."""
 
-import pytest
+import math
 
-from fcn_jax.data import BucketSpec, parse_buckets, parse_size_policy, resolve_buckets
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fcn_jax.data import (
+    BucketSpec,
+    SizePolicy,
+    parse_buckets,
+    parse_size_policy,
+    resolve_buckets,
+)
 
 
 @pytest.mark.parametrize(
@@ -91,3 +102,118 @@ def test_resolve_buckets_takes_parsed_specs():
         resolve_buckets(parse_buckets("auto:2"), parse_size_policy("fixed:28", 2), sizes)
     with pytest.raises(ValueError, match="^bad bucket spec '32x32': 2-D shapes"):
         resolve_buckets("32x32", parse_size_policy("native", 1), [[10], [30]])
+
+
+@pytest.mark.parametrize("spec", ["mixed_example:14-64", "mixed_example:14-64:log:aspect=2"])
+def test_size_distribution(spec):
+    policy = parse_size_policy(spec, 2)
+    sizes, prob = policy.size_distribution()
+    assert sizes.min() == 14 and sizes.max() == 64 and prob.sum() == pytest.approx(1)
+    if policy.max_aspect:
+        assert (sizes.max(1) <= 2 * sizes.min(1)).all() and (sizes == [14, 28]).all(1).any()
+        # log-uniform: each axis' marginal falls like 1/n (before the aspect cut, at the middle)
+        ratio = prob[(sizes == [30, 30]).all(1)] / prob[(sizes == [40, 40]).all(1)]
+        assert ratio == pytest.approx((40 * 40) / (30 * 30))
+    else:
+        assert len(sizes) == 51 * 51 and np.allclose(prob, 1 / 51**2)
+
+
+@pytest.mark.parametrize(
+    "spec, dims, want",
+    [
+        ("fixed:28", 2, dict(kind="fixed", size=(28, 28))),
+        ("fixed:20x36", 2, dict(kind="fixed", size=(20, 36))),
+        ("fixed:40", 1, dict(kind="fixed", size=(40,))),
+        ("mixed:16-64", 2, dict(kind="mixed_step", low=(16, 16), high=(64, 64), step=8)),
+        ("mixed_step:16-64", 2, dict(kind="mixed_step", low=(16, 16), high=(64, 64), step=8)),
+        (
+            "mixed_example:14-64:log:aspect=2",
+            2,
+            dict(kind="mixed_example", low=(14, 14), log_scale=True, max_aspect=2.0),
+        ),
+        ("mixed_example:24-72", 1, dict(kind="mixed_example", low=(24,), high=(72,))),
+        ("mixed:16x24-32x48:4:scale", 2, dict(low=(16, 24), high=(32, 48), scale_batch=True)),
+        ("mixed:24-72:12", 1, dict(low=(24,), high=(72,), step=12, scale_batch=False)),
+        ("native", 1, dict(kind="native")),
+    ],
+)
+def test_parse_size_policy(spec, dims, want):
+    policy = parse_size_policy(spec, dims)
+    assert policy.spatial_dims == dims
+    for key, value in want.items():
+        assert getattr(policy, key) == value
+    assert parse_size_policy(policy.spec(), dims) == policy  # spec() parses back to it
+
+
+def test_spec_round_trips_random_policies():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        d = int(rng.integers(1, 3))
+        low = tuple(int(v) for v in rng.integers(4, 30, d))
+        step = int(rng.integers(1, 9))
+        high = tuple(lo + step * int(rng.integers(0, 4)) for lo in low)
+        aspect = round(float(rng.uniform(1, 3)), 3) if d == 2 else None
+        for policy in (
+            SizePolicy("fixed", d, size=high),
+            SizePolicy("mixed_step", d, low=low, high=high, step=step, scale_batch=step > 4),
+            SizePolicy("mixed_example", d, low=low, high=high, log_scale=step > 4),
+        ):
+            assert parse_size_policy(policy.spec(), d) == policy, policy.spec()
+        if aspect and max(high) <= aspect * min(low):  # some size within the aspect bound
+            bounded = SizePolicy("mixed_example", d, low=low, high=high, max_aspect=aspect)
+            assert parse_size_policy(bounded.spec(), d) == bounded, bounded.spec()
+
+
+@pytest.mark.parametrize(
+    "spec, dims",
+    [
+        ("fixed", 2),
+        ("fixed:", 2),
+        ("fixed:3x4", 1),
+        ("fixed:0", 2),
+        ("fixed:a", 2),
+        ("mixed:16-60:8", 2),
+        ("mixed:64-16", 2),
+        ("mixed:16-64:x", 2),
+        ("mixed:16-64:8:shrink", 2),
+        ("mixed_example:16-64:8", 2),
+        ("mixed_example:64-16", 2),
+        ("mixed_example:16-64:aspect=0.5", 2),
+        ("mixed_example:16-64:aspect=2", 1),
+        ("mixed_example:8x40-12x60:aspect=1.5", 2),
+        ("native:3", 2),
+        ("resize:28", 2),
+        ("", 2),
+    ],
+)
+def test_malformed_policy(spec, dims):
+    with pytest.raises(ValueError, match="bad size policy") as err:
+        parse_size_policy(spec, dims)
+    assert repr(spec) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_mixed_sizes_in_grid_and_deterministic():
+    policy = parse_size_policy("mixed:16x8-40x24:8", 2)
+    grid = set(policy.grid())
+    assert len(grid) == 4 * 3
+    drawn = [policy.draw_size(7, s) for s in range(300)]
+    assert set(drawn) == grid  # all reachable
+    assert drawn == [policy.draw_size(7, s) for s in range(300)]
+    assert drawn != [policy.draw_size(8, s) for s in range(300)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    lo=st.integers(8, 32),
+    n=st.integers(1, 8),
+    base=st.integers(16, 256),
+    mult=st.sampled_from([1, 2, 8]),
+)
+def test_scale_batch_keeps_pixels_per_step(lo, n, base, mult):
+    policy = parse_size_policy(f"mixed:{lo}-{lo + 4 * n}:4:scale", 2)
+    ref = math.prod(policy.reference_size())
+    for size in policy.grid():
+        b = policy.batch_size(base, size, mult)
+        assert b % mult == 0 and b >= mult
+        if b > mult:  # not clamped: within rounding of the reference pixel count
+            assert abs(b * math.prod(size) - base * ref) <= (mult / 2 + 1e-9) * math.prod(size)

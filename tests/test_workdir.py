@@ -18,7 +18,7 @@ from tiny import TINY_TRAIN
 
 from fcn_jax.checkpoint import Checkpointer
 from fcn_jax.config import TrainConfig
-from fcn_jax.outputs import MetricsWriter, WriteError, write_json
+from fcn_jax.outputs import WriteError
 from fcn_jax.run import train_and_evaluate
 from fcn_jax.runs import grid as grids
 from fcn_jax.runs import launch, sweep
@@ -239,45 +239,6 @@ def test_a_simulated_full_disk_loses_nothing(tfds_dir, tmp_path, monkeypatch, ca
         lambda: monkeypatch.setattr(abstract_path.Path, "write_text", no_space),
     )
     check_nothing_lost(message, capfd, caplog, tfds_dir, workdir, monkeypatch.undo)
-
-
-def test_result_writes_fail_whole_in_one_line(tmp_path, monkeypatch):
-    """metrics.jsonl keeps no partial record (a resume would trip on it), TensorBoard's file
-    is closed at once, atomic files keep the old content; each a one-line WriteError."""
-    writer = MetricsWriter(str(tmp_path))
-    writer.write(1, "train", {"loss": 1.0})
-    before = (tmp_path / "metrics.jsonl").read_text()
-    real_write = os.write
-
-    def half_then_full(fd, data):
-        if len(data) > 1:
-            return real_write(fd, bytes(data[: len(data) // 2]))
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    with monkeypatch.context() as m:
-        m.setattr(os, "write", half_then_full)
-        with pytest.raises(WriteError, match=r"^cannot write .*metrics.jsonl: No space left on"):
-            writer.write(2, "train", {"loss": 0.5})
-    assert (tmp_path / "metrics.jsonl").read_text() == before
-
-    def no_space(*args):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    with monkeypatch.context() as m:
-        m.setattr(writer._tb._writer._py_recordio_writer, "flush", no_space)
-        with pytest.raises(WriteError, match=r"^cannot write TensorBoard events in .*: No space"):
-            writer.write(3, "train", {"loss": 0.5})
-    assert writer._tb._writer._py_recordio_writer._writer.closed
-    with monkeypatch.context() as m:
-        m.setattr(os, "fsync", no_space)
-        with pytest.raises(WriteError, match=r"^cannot write .*a.json: No space left .* free\)$"):
-            write_json(str(tmp_path / "a.json"), {})
-    assert not (tmp_path / "a.json").exists()
-
-    with open(tmp_path / "metrics.jsonl", "a") as f:  # a kill mid-write: a line cut short
-        f.write('{"step": 3, "kind": "tr')
-    MetricsWriter(str(tmp_path), resume_step=2)  # step 3 was written before TensorBoard failed
-    assert (tmp_path / "metrics.jsonl").read_text() == before
 
 
 # --- a read-only workdir ---------------------------------------------------------------------
