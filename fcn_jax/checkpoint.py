@@ -188,6 +188,12 @@ def _unwrap_values(tree):
     return tree
 
 
+def _shapes(state) -> dict[str, tuple[int, ...]]:
+    """Each variable's shape, by its path (a restored value may have any shape)."""
+    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+    return {jax.tree_util.keystr(path): tuple(v.shape) for path, v in leaves}
+
+
 def restore_model(workdir: str) -> FCN:
     """The trained model of a run directory, in eval mode; a one-line
     :class:`CheckpointError` when the directory is missing, is not a run, holds no checkpoint
@@ -208,10 +214,17 @@ def restore_model(workdir: str) -> FCN:
         (nnx.Not(nnx.Param), restored[0]["rest"]),
     ):
         state = nnx.state(model, collection)
+        want = _shapes(state)
         try:
             nnx.replace_by_pure_dict(state, _unwrap_values(values))
         except Exception as e:
             raise CheckpointError(f"checkpoint in {workdir} does not fit its config: {e}") from e
+        if differ := [(k, want[k], v) for k, v in _shapes(state).items() if v != want[k]]:
+            name, config_shape, saved = differ[0]
+            raise CheckpointError(
+                f"checkpoint in {workdir} does not fit its config: {name} is {saved} there, "
+                f"{config_shape} in its model_spec"
+            )
         nnx.update(model, state)
     if any(isinstance(v, jax.ShapeDtypeStruct) for v in jax.tree.leaves(nnx.state(model))):
         raise CheckpointError(f"checkpoint in {workdir} does not restore every model variable")
