@@ -167,3 +167,12 @@ def test_result_writes_fail_whole_in_one_line(tmp_path, monkeypatch):
         f.write('{"step": 3, "kind": "tr')
     MetricsWriter(str(tmp_path), resume_step=2)  # step 3 was written before TensorBoard failed
     assert (tmp_path / "metrics.jsonl").read_text() == before
+
+
+def test_result_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_json(str(tmp_path / "a.json"), {})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644

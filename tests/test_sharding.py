@@ -72,3 +72,15 @@ def test_a_batch_that_does_not_split_evenly_names_the_nearest_sizes(batch_size, 
 def test_a_batch_that_splits_evenly_passes():
     for batch_size, devices in [(8, 4), (8, 1), (5, 5)]:
         sharding.check_batch_size(batch_size, devices)
+
+
+def test_batch_size_must_split_over_the_devices():
+    from fcn_jax.sharding import check_batch_size
+
+    check_batch_size(64, 8)
+    with pytest.raises(
+        ValueError, match=r"^--batch_size=30: not divisible by 4 devices; use 28 or 32$"
+    ):
+        check_batch_size(30, 4)
+    with pytest.raises(ValueError, match=r"use 8$"):
+        check_batch_size(3, 8)

@@ -353,15 +353,6 @@ def test_workdir_errors_are_one_line_and_validation_leaves_no_directory(tfds_dir
     assert not (tmp_path / "never").exists()
 
 
-def test_result_files_follow_the_umask(tmp_path):
-    old = os.umask(0o022)
-    try:
-        write_json(str(tmp_path / "a.json"), {})
-    finally:
-        os.umask(old)
-    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
-
-
 def test_bad_flag_fails_fast_with_one_line(tmp_path):
     for flag, text in [
         ("--model=lenet", "--model='lenet'"),
@@ -391,18 +382,6 @@ params = jax.tree.leaves(nnx.state(restore_model(sys.argv[2]), nnx.Param))
 np.savez(sys.argv[2] + "/params.npz", *[np.asarray(p) for p in params])
 print(json.dumps({"devices": jax.device_count()}))
 """
-
-
-def test_batch_size_must_split_over_the_devices():
-    from fcn_jax.sharding import check_batch_size
-
-    check_batch_size(64, 8)
-    with pytest.raises(
-        ValueError, match=r"^--batch_size=30: not divisible by 4 devices; use 28 or 32$"
-    ):
-        check_batch_size(30, 4)
-    with pytest.raises(ValueError, match=r"use 8$"):
-        check_batch_size(3, 8)
 
 
 def test_four_devices_match_one(tfds_dir, tmp_path):
