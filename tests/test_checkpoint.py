@@ -2,6 +2,7 @@
 newest kept, a failed save that keeps the last good checkpoint, a corrupt one moved aside by
 the writer (an error for readers), and a run's model and class names read back."""
 
+import dataclasses
 import errno
 import json
 import os
@@ -11,7 +12,6 @@ import numpy as np
 import pytest
 from flax import nnx
 
-import fcn_jax
 from fcn_jax.checkpoint import (
     Checkpointer,
     CheckpointError,
@@ -19,11 +19,21 @@ from fcn_jax.checkpoint import (
     restore_run,
     run_class_names,
 )
+from fcn_jax.models import ModelSpec
+from fcn_jax.models.presets import abstract_model
 from fcn_jax.outputs import WriteError
 
 
 def state_of(k: float) -> dict:
     return {"params": {"w": np.full((2, 3), k, np.float32)}, "step": np.int32(k)}
+
+
+def random_model(spec: ModelSpec):
+    """A model of ``spec`` with random values (no initializers to compile: a few seconds)."""
+    model, rng = abstract_model(spec), np.random.default_rng(0)
+    nnx.update(model, jax.tree.map(lambda a: rng.normal(size=a.shape).astype(a.dtype),
+                                   nnx.state(model)))  # fmt: skip
+    return model
 
 
 def truncate(checkpoint) -> None:
@@ -93,7 +103,7 @@ def test_a_failed_save_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, 
 
 
 def test_a_run_s_model_and_class_names_are_read_back(tmp_path):
-    model = fcn_jax.create_model("seed", num_classes=3, width=0.125, seed=4)
+    model = random_model(ModelSpec("seed", 3, 1, 2, 0.125))
     with pytest.raises(CheckpointError, match="no checkpoint in"):
         (tmp_path / "config.json").write_text(json.dumps({"model_spec": model.spec.to_dict()}))
         restore_model(str(tmp_path))
@@ -104,7 +114,7 @@ def test_a_run_s_model_and_class_names_are_read_back(tmp_path):
     for a, b in zip(jax.tree.leaves(nnx.state(model)), jax.tree.leaves(nnx.state(restored)),
                     strict=True):  # fmt: skip
         np.testing.assert_array_equal(a, b)
-    other = fcn_jax.create_model("seed", num_classes=5, width=0.125).spec.to_dict()
+    other = dataclasses.replace(model.spec, num_classes=5).to_dict()
     (tmp_path / "config.json").write_text(json.dumps({"model_spec": other}))
     with pytest.raises(ValueError, match="does not fit its config: .* is .*3.* there") as e:
         restore_run(str(tmp_path))  # 3 classes saved, 5 in the config: not a model to use
