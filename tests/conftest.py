@@ -1,8 +1,9 @@
 """Shared fixtures: one TFDS data dir per session, tiny training configs.
 
-The helper modules beside this file (``commands``, ``tiny``, ``loaders``, ``series_data``)
-import by their names from ``tests/`` and from ``tests/integration/`` (the end-to-end runs):
-pytest's default import mode puts this conftest's folder on ``sys.path``."""
+The helper modules beside this file (``commands``, ``tiny``, ``training``, ``loaders``,
+``batches``, ``series_data``) import by their names from ``tests/`` and from
+``tests/integration/`` (the end-to-end runs): pytest's default import mode puts this
+conftest's folder on ``sys.path``."""
 
 import os
 import tempfile
