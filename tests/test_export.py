@@ -424,10 +424,12 @@ def test_run_directory_restore_export_and_predictor(seed1d, tmp_path):
         np.testing.assert_allclose(predictor(x)[key], want, rtol=1e-5, atol=1e-6)
 
     out = str(tmp_path / "from_run.fcnx")
-    proc = run_python("-m", "experiments.export", f"--workdir={run}", f"--out={out}")
-    assert proc.returncode == 0, proc.stderr
-    assert out in proc.stdout and "KiB" in proc.stdout
-    np.testing.assert_allclose(load_exported(out)(x)["logits"], loaded(x)["logits"], rtol=1e-5)
+    command = ("-m", "experiments.export", f"--workdir={run}")
+    proc, default = run_pythons((*command, f"--out={out}"), command)  # without --out: in RUN
+    for path, done in ((out, proc), (os.path.join(run, "model.fcnx"), default)):
+        assert done.returncode == 0, done.stderr
+        assert f" to {path} (" in done.stdout and "KiB" in done.stdout
+        np.testing.assert_allclose(load_exported(path)(x)["logits"], loaded(x)["logits"], rtol=1e-5)
 
 
 # --- class names from training to prediction; the scripts' clean exit ----------------------

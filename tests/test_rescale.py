@@ -1,14 +1,21 @@
 """The MNIST-scale protocol (fcn_jax/data/rescale.py, experiments/rescale.py)."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from commands import run_pythons
+from commands import REPO, run_pythons
 
 from fcn_jax.data import DataError, load_dataset
 from fcn_jax.data.arrays import save_npz
-from fcn_jax.data.rescale import rescale_dataset, rescale_images, stratified_split
+from fcn_jax.data.rescale import (
+    default_output,
+    rescale_dataset,
+    rescale_images,
+    stratified_split,
+)
 
 COUNTS = {"train": 120, "val": 30, "test": 120}
 SIDES = np.array([8, 12, 16, 20, 24])  # class k: a centred bright square of side SIDES[k]
@@ -181,3 +188,23 @@ def test_command_writes_file_and_rejects_bad_flags(source, tmp_path):
         last = proc.stderr.strip().splitlines()[-1]
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert last.startswith("error: ") and flag in last, proc.stderr
+
+
+def test_default_output_names_the_source_under_runs():
+    assert default_output("npz:~/x/real_digits.npz", 0) == "runs/rescaled/real_digits-seed0.npz"
+    assert default_output("idx:/data/mnist/", 1) == "runs/rescaled/mnist-seed1.npz"
+    want = "runs/rescaled/procedural_digits_fixed28-seed2.npz"
+    assert default_output("procedural_digits/fixed28", 2) == want
+
+
+def test_command_without_out_writes_under_runs(source, tmp_path):
+    """Run from a fresh directory (the command's default is relative to where it runs): the
+    file lands in runs/rescaled/, which the checkout's .gitignore covers, and nowhere else."""
+    counts = [f"--{k}={n}" for k, n in COUNTS.items()]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO}
+    command = [sys.executable, "-m", "experiments.rescale", f"--source={source}", *counts]
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[0] == "runs/rescaled/squares-seed0.npz"
+    assert os.listdir(tmp_path) == ["runs"]
+    assert len(load_dataset(f"npz:{tmp_path}/runs/rescaled/squares-seed0.npz").train) == 120

@@ -15,6 +15,7 @@ outside the scaled content is 0).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import jax
@@ -26,6 +27,20 @@ from fcn_jax.data.sources import DataError
 
 SPLITS = ("train", "val", "test")
 CHUNK = 1000  # images per call of the jitted rescale (one compile for every full chunk)
+# Where ``experiments.rescale`` writes without --out: under runs/, which git ignores (a file in
+# the checkout's root would show up as an untracked change).
+OUTPUT_DIR = os.path.join("runs", "rescaled")
+
+
+def default_output(source: str, seed: int) -> str:
+    """The file ``experiments.rescale`` writes without --out: ``runs/rescaled/NAME-seedS.npz``,
+    NAME the source's file or dataset name (``npz:~/x/real_digits.npz`` → ``real_digits``,
+    ``procedural_digits/fixed28`` → ``procedural_digits_fixed28``)."""
+    kind, colon, path = source.partition(":")
+    # A file or directory source is named by its last path component, a TFDS name whole.
+    name = os.path.basename(path.rstrip("/")) if colon and kind in ("npz", "idx") else source
+    name = name.removesuffix(".npz").strip("/").replace("/", "_").replace(":", "_")
+    return os.path.join(OUTPUT_DIR, f"{name}-seed{seed}.npz")
 
 
 def stratified_split(labels, counts: Sequence[int], rng: np.random.Generator) -> list[np.ndarray]:
