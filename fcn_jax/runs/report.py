@@ -314,7 +314,14 @@ def plot_accuracy_vs_size(results: dict, path: str) -> None:
 def plot_heatmaps(results: dict, path: str) -> None:
     """Mean accuracy over test height x width per policy, side by side, plus mixed_example −
     fixed (or mixed_step − fixed) on a diverging colormap (blue: mixed better)."""
-    from fcn_jax.plots import draw_heatmap, plt, save_figure
+    from fcn_jax.plots import save_figure
+
+    save_figure(heatmaps_figure(results), path)
+
+
+def heatmaps_figure(results: dict):
+    """The figure of :func:`plot_heatmaps`."""
+    from fcn_jax.plots import draw_heatmap, plt
 
     policies = list(results["policies"])
     means = {p: _means(results, p) for p in policies}
@@ -322,10 +329,13 @@ def plot_heatmaps(results: dict, path: str) -> None:
     if mixed:
         diff = {k: means[mixed[0]][k] - means["fixed"][k] for k in means["fixed"]}
     n = len(policies) + (diff is not None)
-    fig, axes = plt.subplots(1, n, figsize=(3.8 * n, 3.6), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, n, figsize=(3.8 * n, 3.8), squeeze=False, layout="constrained")
     axes = list(axes[0])
     for i, (ax, p) in enumerate(zip(axes, policies)):
-        image = draw_heatmap(ax, means[p], f"{p} ({results['policies'][p]['train_size']})")
+        # Policy and train size on two lines: on one ("mixed_step (mixed_step:14-56:14)") the
+        # titles of neighbouring panels ran into each other.
+        spec = results["policies"][p]["train_size"]
+        image = draw_heatmap(ax, means[p], p if spec == p else f"{p}\n{spec}")
         if i:
             ax.set_ylabel("")
     fig.colorbar(image, ax=axes[: len(policies)], shrink=0.8, label="test accuracy")
@@ -338,4 +348,4 @@ def plot_heatmaps(results: dict, path: str) -> None:
         for text in ax.texts:  # white labels vanish on the diverging map's pale middle
             text.set_color("white" if abs(float(text.get_text())) > 0.6 * limit else "black")
         fig.colorbar(image, ax=ax, shrink=0.8, label="accuracy difference")
-    save_figure(fig, path)
+    return fig
