@@ -344,3 +344,24 @@ def test_heatmap_titles_do_not_run_into_each_other():
     assert len(boxes) == 4
     for left, right in zip(boxes, boxes[1:]):
         assert left.x1 < right.x0, (left, right)
+
+
+def own_sizes_note(results: dict) -> str:
+    md = report_markdown(results)
+    return md.split("| own sizes |", 1)[1].split("\n\n", 1)[1].split("\n", 1)[0]
+
+
+def test_the_report_says_why_own_sizes_differs_from_its_size_row():
+    """The comparison's defaults: BatchNorm recalibrated per test size, 1000 test examples."""
+    results = fixed_vs_mixed()
+    results["config"].update(recalibrate_bn=True, eval_examples=1000, eval_mode="resize")
+    note = own_sizes_note(results)
+    assert "Every row uses the first 1000 test examples." in note
+    assert "re-estimated on training images at each test size (--recalibrate_bn)" in note
+    assert "'own sizes' the statistics kept from training" in note and "canvas" not in note
+    results["config"].update(recalibrate_bn=False, eval_examples=None, eval_mode="canvas")
+    note = own_sizes_note(results)
+    assert "Every row uses all the test examples." in note and "BatchNorm" not in note
+    assert "(--eval_mode=canvas), 'own sizes' runs it as it is." in note
+    results["config"].update(eval_mode="resize")
+    assert own_sizes_note(results).endswith("its own size. Every row uses all the test examples.")

@@ -233,11 +233,35 @@ def _accuracy_table(results: dict) -> list[str]:
             f"| {key} | " + " | ".join(fmt(P[p]["eval_accuracy"][key]) for p in policies) + " |"
         )
     lines.append("| own sizes | " + " | ".join(fmt(P[p]["test_accuracy"]) for p in policies) + " |")
-    return lines + [
-        "",
+    return lines + ["", _own_sizes_note(results["config"])]
+
+
+def _own_sizes_note(cfg: dict) -> str:
+    """What the table's rows measure, and why on data of one size its 'own sizes' row may
+    differ from that size's row (the same test examples, tested differently)."""
+    examples = f"the first {cfg['eval_examples']}" if cfg.get("eval_examples") else "all the"
+    text = (
         "Rows are test sizes (height x width) sorted by area; 'own sizes' tests every image at "
-        "its own size.",
-    ]
+        f"its own size. Every row uses {examples} test examples."
+    )
+    differs = []
+    if cfg.get("eval_mode") == "canvas":
+        differs.append(
+            "the size rows place each image on a canvas of the test size (--eval_mode=canvas), "
+            "'own sizes' runs it as it is"
+        )
+    if cfg.get("recalibrate_bn"):
+        differs.append(
+            "the size rows use BatchNorm statistics re-estimated on training images at each "
+            "test size (--recalibrate_bn), 'own sizes' the statistics kept from training"
+        )
+    if differs:
+        text += (
+            " On data of one size its 'own sizes' row can differ from that size's row: "
+            + "; ".join(differs)
+            + "."
+        )
+    return text
 
 
 def _cost_table(results: dict) -> list[str]:
