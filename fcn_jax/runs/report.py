@@ -10,6 +10,7 @@ import shlex
 
 import numpy as np
 
+from fcn_jax.caveats import MIN_STEPS, run_warning, throughput_meaningful
 from fcn_jax.outputs import write_atomic, write_json
 from fcn_jax.runs.stats import fmt, sort_sizes, stats
 from fcn_jax.sizes import format_size
@@ -123,9 +124,27 @@ def _mixed_vs_fixed(results: dict, mixed: str) -> str:
     return text + "."
 
 
+def _speed(r: dict) -> dict | None:
+    """A policy's examples/s stats, None where its runs were too short to measure it
+    (:mod:`fcn_jax.caveats`)."""
+    steps = (r.get("steps") or {}).get("mean")  # older compare.json files have no steps
+    return r["train_examples_per_sec"] if throughput_meaningful(steps) else None
+
+
+def policy_warnings(results: dict) -> list[str]:
+    """``"POLICY: undertrained: ..."`` for each policy whose runs mean little (too short, or
+    a mean final train loss near chance)."""
+    out = []
+    for p, r in results["policies"].items():
+        steps, loss = (r.get("steps") or {}).get("mean"), (r.get("final_loss") or {}).get("mean")
+        warning = run_warning(steps, loss, results["dataset"]["num_classes"])
+        out += [f"{p}: {warning}"] if warning else []
+    return out
+
+
 def _cost(results: dict, policy: str) -> str:
     r = results["policies"][policy]
-    speed = r["train_examples_per_sec"]["mean"]
+    speed = (_speed(r) or {}).get("mean")
     text = f"{policy} {r['train_compiles']['mean']:.0f} compile(s)"
     text += f" at {speed:.0f} examples/s" if speed else ""
     if r.get("train_examples", {}).get("mean"):
@@ -182,6 +201,7 @@ def report_markdown(results: dict) -> str:
     lines = ["# Training-size policies compared", "", "## What was run", ""]
     lines += _what_was_run(results)
     lines += [f"- Note: {n}" for n in results["notes"]]
+    lines += [f"- Warning: {w}" for w in policy_warnings(results)]
     lines += ["", "## Findings", ""] + [f"- {f}" for f in results["findings"]]
     lines += _accuracy_table(results) + _cost_table(results)
     lines += ["", "## Plots", "", "![accuracy against test size](accuracy_vs_size.png)"]
@@ -280,7 +300,7 @@ def _cost_table(results: dict) -> list[str]:
             f"`{r['train_size']}`",
             fmt(r["train_compiles"], 0),
             fmt(r["eval_compiles"], 0),
-            fmt(r["train_examples_per_sec"], 0),
+            fmt(_speed(r), 0),
             fmt(r["wall_time_s"], 1),
             fmt(r["final_loss"]),
             fmt(r.get("train_examples"), 0),
@@ -294,7 +314,8 @@ def _cost_table(results: dict) -> list[str]:
         "",
         "Pointing game: the fraction of test images (own sizes) whose class-activation-map peak "
         "for the true class falls inside the digit's box; grid mean: its mean over the test "
-        "sizes ('–' where the data has no boxes).",
+        "sizes ('–' where the data has no boxes). Train examples/s: '–' for runs of fewer than "
+        f"{MIN_STEPS} steps, too few to measure it.",
     ]
 
 
