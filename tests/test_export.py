@@ -425,11 +425,16 @@ def test_run_directory_restore_export_and_predictor(seed1d, tmp_path):
 
     out = str(tmp_path / "from_run.fcnx")
     command = ("-m", "experiments.export", f"--workdir={run}")
-    proc, default = run_pythons((*command, f"--out={out}"), command)  # without --out: in RUN
+    verbose = (*command, f"--out={tmp_path / 'verbose.fcnx'}", "--verbosity=1")
+    proc, default, chatty = run_pythons((*command, f"--out={out}"), command, verbose)
     for path, done in ((out, proc), (os.path.join(run, "model.fcnx"), default)):
         assert done.returncode == 0, done.stderr
         assert f" to {path} (" in done.stdout and "KiB" in done.stdout
         np.testing.assert_allclose(load_exported(path)(x)["logits"], loaded(x)["logits"], rtol=1e-5)
+        # orbax's restore chatter (read-only options, "Metadata file does not exist") is not
+        # shown by default; --verbosity=1 shows it
+        assert "checkpoint_manager.py" not in done.stderr, done.stderr
+    assert chatty.returncode == 0 and "checkpoint_manager.py" in chatty.stderr
 
 
 # --- class names from training to prediction; the scripts' clean exit ----------------------
