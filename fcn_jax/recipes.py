@@ -77,10 +77,11 @@ def scaled_digits() -> dict:
     """MNIST-scale (``python -m experiments.rescale``), 28x28 digits shrunk by 0.3-1 about
     their centre, 10 000 training images; trained on enlarged copies (28-64 px) and tested
     with its logits averaged over 42x42 and 56x56 (``tta_accuracy``; realizations 0-2 in
-    docs/results.md: 1.29% test error with the averaged logits, 3.1% tested at 28x28 alone)::
+    docs/results.md: 1.29% test error with the averaged logits, 3.1% tested at 28x28 alone),
+    from ``experiments.rescale ... --out=runs/scale0.npz --seed=0``::
 
         python -m experiments.train --workdir=runs/scale0 --recipe=scaled_digits \\
-            --dataset=npz:scale0.npz --eval_examples=0
+            --dataset=npz:runs/scale0.npz --eval_examples=0
     """
     return {
         **_shared(),
