@@ -164,3 +164,17 @@ def test_a_run_recorded_before_the_split_flags_is_reused(tmp_path):
     assert rundir.reusable(config)
     sliced = TrainConfig(steps=6, test_split="train[50000:]")
     assert rundir.differences(sliced) == {"test_split": (None, "train[50000:]")}
+
+
+def test_rescale_pools_the_slices_it_is_given(tmp_path):
+    """experiments.rescale's --train_split/--test_split: the pool is those two parts (here the
+    train split's 10 images, its test split left out), as MNIST-scale pools MNIST's training
+    images with train[:50000] and train[50000:]."""
+    from fcn_jax.data.rescale import rescale_dataset
+
+    counts = {"train": 4, "val": 2, "test": 4}
+    out = rescale_dataset(_npz(tmp_path), counts, splits=("train[:6]", "train[6:]"))
+    labels = np.concatenate([out[f"{s}_labels"] for s in ("train", "val", "test")])
+    assert sorted(labels.tolist()) == sorted(TRAIN_LABELS.tolist())
+    with pytest.raises(DataError, match=r"--test_split=test\[:4\]: out of range"):
+        rescale_dataset(_npz(tmp_path), counts, splits=(None, "test[:4]"))
