@@ -47,7 +47,7 @@ def digits() -> dict:
     at 16x28, 0.992-0.995 from 20x20 to 64x64; 14 epochs, about 10 minutes on 2 CPU cores)::
 
         python -m experiments.train --workdir=runs/digits --recipe=digits --dataset=idx:DIR \\
-            --train_split=train[:50000] --test_split=train[50000:] \\
+            --train_split='train[:50000]' --test_split='train[50000:]' \\
             --eval_sizes=14,20,28,28x16,16x28,40,56,64 --eval_examples=0
     """
     return {
