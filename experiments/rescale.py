@@ -48,6 +48,12 @@ ANTIALIAS = flags.DEFINE_boolean(
     "point-sampled PIL bicubic",
 )
 DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (TFDS sources).")
+TRAIN_SPLIT = flags.DEFINE_string(
+    "train_split", None, "The source's split pooled as its train part, e.g. train[:50000]."
+)
+TEST_SPLIT = flags.DEFINE_string(
+    "test_split", None, "The source's split pooled as its test part, e.g. train[50000:]."
+)
 ALLOW_PICKLE = flags.DEFINE_boolean(
     "allow_pickle",
     False,
@@ -91,6 +97,7 @@ def main(argv: list[str]) -> None:
         max_scale=MAX_SCALE.value,
         seed=SEED.value,
         data_dir=DATA_DIR.value,
+        splits=(TRAIN_SPLIT.value, TEST_SPLIT.value),
         allow_pickle=ALLOW_PICKLE.value,
         antialias=ANTIALIAS.value,
     )

@@ -306,14 +306,14 @@ def run_python(*args: str) -> subprocess.CompletedProcess:
 
 
 def recipe() -> str:
-    """The module docstring's jax-only loading lines (the README shows the same)."""
+    """The module docstring's jax-only loading lines (docs/usage.md shows the same)."""
     block = fcn_jax.export.__doc__.split("``numpy`` only)::\n")[1].split("\n\n")[0]
     return textwrap.dedent(block)
 
 
 def test_docstring_recipe_runs_with_jax_only(resnet2d, padded2d):
     """The recipe, in a fresh process without flax or fcn_jax, on a plain and a padded-batch
-    (``with_sizes``) export; the README's copy is the same code."""
+    (``with_sizes``) export; docs/usage.md's copy is the same code."""
     report = textwrap.dedent("""
         import sys
         print(json.dumps({
@@ -344,10 +344,10 @@ def test_docstring_recipe_runs_with_jax_only(resnet2d, padded2d):
     assert got_padded["class_map"] == list(want["class_map"].shape)
     assert got_padded["hw"] == want["out_sizes"][1].tolist()
 
-    readme = open(os.path.join(REPO, "README.md")).read()
-    # The same lines, reading whichever export file the README's commands write.
+    usage = open(os.path.join(REPO, "docs", "usage.md")).read()
+    # The same lines, reading whichever export file the docs' commands write.
     pattern = re.escape(recipe()).replace(re.escape('"model.fcnx"'), r'"[^"\n]+\.fcnx"')
-    assert re.search(pattern, readme)
+    assert re.search(pattern, usage)
 
 
 def test_predict_script_on_png_and_jpeg(resnet2d, tmp_path):

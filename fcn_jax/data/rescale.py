@@ -226,6 +226,7 @@ def rescale_dataset(
     data_dir: str | None = None,
     allow_pickle: bool = False,
     antialias: bool = False,
+    splits: tuple[str | None, str | None] = (None, None),
 ) -> dict[str, np.ndarray]:
     """The MNIST-scale protocol applied to the dataset ``source`` (a ``load_dataset`` spec).
 
@@ -250,7 +251,12 @@ def rescale_dataset(
         raise ValueError(f"scales [{min_scale}, {max_scale}]: need 0 < min_scale <= max_scale")
     if sorted(counts) != sorted(SPLITS) or min(counts.values()) <= 0:
         raise ValueError(f"counts {counts}: need positive counts for {', '.join(SPLITS)}")
-    dataset = load_dataset(source, data_dir, allow_pickle=allow_pickle)
+    # ``splits``: the source's train and test split to pool, whole or sliced (``train[:50000]``,
+    # ``--train_split``); None: its own.
+    train_split, test_split = splits
+    dataset = load_dataset(
+        source, data_dir, allow_pickle=allow_pickle, train_split=train_split, test_split=test_split
+    )
     _check_pool(dataset, source, counts)
     images, labels = _read_pool(dataset)
     split_rng, scale_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
