@@ -3,9 +3,10 @@
     python -m benchmarks.run [--quick] [--out=DIR] [--data_dir=DIR] [--parts=1,3]
 
 Prints the table and writes ``DIR/benchmarks.json`` and ``DIR/benchmarks.md`` (default
-``runs/benchmarks``). ``--quick`` takes a few minutes; ``--smoke`` (tiny data, a step or two per
-measurement; for the tests) checks that every part runs. A part that raises becomes a row with
-no value whose note starts with ``failed:``, and the exit status is then 1.
+``runs/benchmarks``). ``--quick`` shortens every part (its time: docs/benchmarks.md);
+``--smoke`` (tiny data, a step or two per measurement; for the tests) checks that every part
+runs. A part that raises becomes a row with no value whose note starts with ``failed:``, and the
+exit status is then 1.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from fcn_jax.runs.stats import load_average, machine_info
 
 PARTS = (compile_budget, padding, throughput, vs_torch, time_to_accuracy, end_to_end, host_overhead)
 
-flags.DEFINE_boolean("quick", False, "a few minutes instead of ~10")
+flags.DEFINE_boolean("quick", False, "shorter measurements of every part")
 flags.DEFINE_boolean("smoke", False, "tiny data; for tests only")
 flags.DEFINE_string("out", os.path.join("runs", "benchmarks"), "directory for the table files")
 flags.DEFINE_string("data_dir", None, "TFDS data directory")

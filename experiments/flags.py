@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import logging as logging_std
 import os
 import sys
 from collections.abc import Callable
 
 from absl import flags
-from absl import logging as absl_logging
 
 # Runs are `python -m experiments.train`, started in the project root: this checkout's.
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,6 +81,7 @@ def run_cleanly(
     that it is always the last line."""
 
     def wrapped(argv):
+        from fcn_jax.logs import quiet_libraries
         from fcn_jax.outputs import WriteError
         from fcn_jax.process import (
             label,
@@ -99,7 +98,7 @@ def run_cleanly(
             status = supervise(*ids)
             if status is not None:
                 sys.exit(status)
-        quiet_libraries()
+        quiet_libraries(f.verbosity)  # --verbosity=1 shows the libraries' lines too
         try:
             return main(argv)
         except Exception as e:
@@ -119,15 +118,3 @@ def run_cleanly(
             sys.exit(1)
 
     return wrapped
-
-
-class _QuietLibraries(logging_std.Filter):
-    """Drop the INFO chatter of orbax and TFDS; keep their warnings and our own logs."""
-
-    def filter(self, record):
-        noisy = ("orbax", "tensorflow_datasets", "grain")
-        return record.levelno >= logging_std.WARNING or not any(n in record.pathname for n in noisy)
-
-
-def quiet_libraries() -> None:
-    absl_logging.get_absl_handler().addFilter(_QuietLibraries())

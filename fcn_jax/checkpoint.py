@@ -8,17 +8,17 @@ elsewhere runs no code when restored (its values are whatever its author saved).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
 import shutil
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 from flax import nnx
 
+from fcn_jax.logs import orbax_errors_dropped
 from fcn_jax.models import FCN, ModelSpec
 from fcn_jax.models.presets import abstract_model
 from fcn_jax.outputs import WriteError, failure_reason, space_left
@@ -63,7 +63,7 @@ class Checkpointer:
         where, the space left) after its partial directory is removed: the older
         checkpoints stay as they were, and a rerun resumes from the newest."""
         try:
-            with _quiet_orbax():
+            with orbax_errors_dropped():
                 self._manager.save(
                     step,
                     args=ocp.args.Composite(
@@ -132,7 +132,7 @@ class Checkpointer:
     def _restore_step(self, step: int, abstract_state: Any | None) -> tuple[Any, dict]:
         where = os.path.join(self.directory, str(step))
         try:
-            with _quiet_orbax():  # a failed read logs tracebacks from its tasks and threads
+            with orbax_errors_dropped():  # a failed read logs tracebacks from its tasks and threads
                 target = abstract_state if abstract_state is not None else _on_this_device(where)
                 restored = self._manager.restore(
                     step,
@@ -149,26 +149,6 @@ class Checkpointer:
             if want != got:
                 raise CheckpointError(f"checkpoint {where} does not match this model/optimizer")
         return restored.state, restored.meta
-
-
-class _DropOrbaxErrors(logging.Filter):
-    def filter(self, record):
-        return record.levelno < logging.ERROR or "orbax" not in record.pathname
-
-
-@contextlib.contextmanager
-def _quiet_orbax():
-    """Around a save or restore whose failure this module reports in one line: orbax's
-    threads log the same failure with tracebacks (absl), and asyncio its failed tasks."""
-    asyncio_log, absl_log = logging.getLogger("asyncio"), logging.getLogger("absl")
-    level, drop = asyncio_log.level, _DropOrbaxErrors()
-    asyncio_log.setLevel(logging.CRITICAL)
-    absl_log.addFilter(drop)
-    try:
-        yield
-    finally:
-        asyncio_log.setLevel(level)
-        absl_log.removeFilter(drop)
 
 
 def _on_this_device(where: str):

@@ -64,6 +64,16 @@ class TrainConfig:
         "cifar10, ...), npz:PATH, folder:PATH, idx:DIR, ucr:NAME (a UCR/UEA time-series "
         "dataset) or ts:PATH/NAME (NAME_TRAIN.ts and NAME_TEST.ts)",
     )
+    train_split: str | None = _field(
+        None,
+        "the split to train on, whole or sliced as TFDS writes it, for every kind of data: "
+        "train[:50000], train[:80%], ... (default: train)",
+    )
+    test_split: str | None = _field(
+        None,
+        "the split to test on, e.g. train[50000:] to hold out the rest of the train split "
+        "(default: test; a TFDS dataset without one: validation)",
+    )
     data_dir: str | None = _field(
         None,
         "TFDS data directory (default: TFDS's own, ~/tensorflow_datasets)",

@@ -48,6 +48,7 @@ the values of ``sizes`` at all).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 
 import jax
@@ -140,6 +141,12 @@ def model_metadata(
     if with_sizes:
         meta["sizes_shape"] = f"b, {spec.spatial_dims}"
     return meta
+
+
+def default_path(workdir: str, with_sizes: bool = False) -> str:
+    """Where ``experiments.export`` writes without --out: into the run directory (under runs/,
+    which git ignores, for the README's runs), ``model.fcnx`` or ``model-padded.fcnx``."""
+    return os.path.join(workdir, "model-padded.fcnx" if with_sizes else "model.fcnx")
 
 
 def export_model(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import logging
 import math
 import os
 import shutil
@@ -15,7 +14,7 @@ import tempfile
 import time
 from typing import Any
 
-log = logging.getLogger(__name__)
+from absl import logging
 
 
 class WriteError(OSError):
@@ -178,7 +177,7 @@ def _read_records(path: str) -> list[dict]:
         except ValueError:
             if i < len(lines) - 1:
                 raise
-            log.warning("%s: dropped its last line, cut short: %.80s", path, line)
+            logging.warning("%s: dropped its last line, cut short: %.80s", path, line)
     return records
 
 

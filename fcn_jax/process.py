@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import logging as logging_std
 import os
 import re
 import signal
@@ -24,6 +23,7 @@ import jax
 from absl import logging
 
 from fcn_jax.config import TrainConfig
+from fcn_jax.logs import prefix_lines
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +154,7 @@ def _initialize(cluster: Cluster) -> None:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"--distributed: {first}") from None
     if jax.process_count() > 1:
-        logging.get_absl_handler().addFilter(_ProcessLabel())
+        prefix_lines(label)
     logging.info(
         "process %d of %d, %d devices in all",
         jax.process_index(),
@@ -172,14 +172,6 @@ def label() -> str:
     """``"[process I] "`` in a run of several processes, else ``""``: what other processes'
     log lines and errors start with."""
     return f"[process {jax.process_index()}] " if several_processes() else ""
-
-
-class _ProcessLabel(logging_std.Filter):
-    """Prefix each log record with the process it comes from."""
-
-    def filter(self, record):
-        record.msg = f"{label()}{record.msg}"
-        return True
 
 
 class LostProcessError(RuntimeError):

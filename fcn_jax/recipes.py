@@ -42,12 +42,12 @@ def _shared() -> dict:
 @recipe
 def digits() -> dict:
     """2-D, MNIST-like grayscale digits, one set of weights for every size 16-64, tuned on real
-    handwritten digits (``real_digits.npz``: MNIST's training images, 50 000 train and 10 000
-    validation; 3 seeds in docs/results.md: 0.995 at 28x28, 0.991 at 28x16, 0.989 at 16x28,
-    0.992-0.995 from 20x20 to 64x64; 14 epochs, about 10 minutes on 2 CPU cores)::
+    handwritten digits (MNIST's training images, 50 000 train and 10 000 validation, DIR holding
+    MNIST's four IDX files; 3 seeds in docs/results.md: 0.995 at 28x28, 0.991 at 28x16, 0.989
+    at 16x28, 0.992-0.995 from 20x20 to 64x64; 14 epochs, about 10 minutes on 2 CPU cores)::
 
-        python -m experiments.train --workdir=runs/digits --recipe=digits \\
-            --dataset=npz:$HOME/.cache/fcn-data/real_digits.npz \\
+        python -m experiments.train --workdir=runs/digits --recipe=digits --dataset=idx:DIR \\
+            --train_split='train[:50000]' --test_split='train[50000:]' \\
             --eval_sizes=14,20,28,28x16,16x28,40,56,64 --eval_examples=0
     """
     return {
@@ -77,10 +77,11 @@ def scaled_digits() -> dict:
     """MNIST-scale (``python -m experiments.rescale``), 28x28 digits shrunk by 0.3-1 about
     their centre, 10 000 training images; trained on enlarged copies (28-64 px) and tested
     with its logits averaged over 42x42 and 56x56 (``tta_accuracy``; realizations 0-2 in
-    docs/results.md: 1.29% test error with the averaged logits, 3.1% tested at 28x28 alone)::
+    docs/results.md: 1.29% test error with the averaged logits, 3.1% tested at 28x28 alone),
+    from ``experiments.rescale ... --out=runs/scale0.npz --seed=0``::
 
         python -m experiments.train --workdir=runs/scale0 --recipe=scaled_digits \\
-            --dataset=npz:scale0.npz --eval_examples=0
+            --dataset=npz:runs/scale0.npz --eval_examples=0
     """
     return {
         **_shared(),

@@ -12,7 +12,9 @@ import os
 import time
 
 import jax
+from absl import logging
 
+from fcn_jax.caveats import run_warning
 from fcn_jax.config import TrainConfig
 from fcn_jax.data import Dataset, Subset
 from fcn_jax.evaluate import Evaluator
@@ -65,7 +67,9 @@ def evaluate_run(
 ) -> dict:
     """Evaluate a trained run: the test split at its own sizes, every test size, then
     (``--tta_sizes``) the logits averaged over sizes; write the eval records, summary.json
-    and (2-D) eval_heatmap.png; return the summary."""
+    and (2-D) eval_heatmap.png; return the summary. A run too short or too near chance for its
+    numbers to mean much (:mod:`fcn_jax.caveats`) says so in one logged line and the summary's
+    ``warning``."""
     state = trained.state
     native = evaluator.at_own_sizes(state)
     grid = evaluator.at_sizes(state, setup.eval_sizes)
@@ -80,7 +84,12 @@ def evaluate_run(
     if tta:
         summary.update(tta_sizes=tta["sizes"], tta_accuracy=tta["accuracy"], tta_loss=tta["loss"])
     summary["wall_time_s"] = time.perf_counter() - start_time
+    summary["warning"] = run_warning(
+        setup.total_steps, summary["final_loss"], setup.dataset.num_classes
+    )
     if jax.process_index() == 0:
+        if summary["warning"]:
+            logging.warning("%s: %s", workdir, summary["warning"])
         write_json(os.path.join(workdir, "summary.json"), summary)
         if setup.dataset.spatial_dims == 2 and len(grid) > 1:
             from fcn_jax.plots import heatmap

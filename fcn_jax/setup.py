@@ -33,7 +33,7 @@ def default_policy(dataset: Dataset) -> SizePolicy:
 
 
 def open_dataset(config: TrainConfig) -> Dataset:
-    """The dataset of ``config``, read with its options (corrupt files, pixels)."""
+    """The dataset of ``config``, read with its options (corrupt files, pixels, splits)."""
     return load_dataset(
         config.dataset,
         config.data_dir,
@@ -41,6 +41,8 @@ def open_dataset(config: TrainConfig) -> Dataset:
         pixel_range=config.pixel_bounds(),
         normalize=config.normalize,
         allow_pickle=config.allow_pickle,
+        train_split=config.train_split,
+        test_split=config.test_split,
     )
 
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
-import logging
 import os
 import socket
 import time
 
-log = logging.getLogger(__name__)
+from absl import logging
 
 LOCK_FILE = ".lock"
 # Errors of a filesystem without working locks (some NFS, FUSE mounts): run unguarded.
@@ -60,7 +59,7 @@ class WorkdirLock:
                 raise WorkdirBusy(self._busy_message()) from None
             if e.errno not in _NO_LOCKS:
                 raise ValueError(f"{self._flag}={self.workdir}: cannot lock ({e})") from None
-            log.warning("%s: this filesystem cannot lock (%s); running unguarded", self.path, e)
+            logging.warning("%s: this filesystem cannot lock (%s); running unguarded", self.path, e)
             return False
         self._fd = fd
         _write_holder(fd)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A single-node Slurm cluster on this machine, for the tests (tests/integration/test_slurm.py)
-# and for trying the Slurm launch commands of the README. Runs as root, without cgroups
+# and for trying the Slurm launch commands of docs/clusters.md. Runs as root, without cgroups
 # (proctrack/linuxproc, task/none), one node with this machine's CPUs, the controller and the
 # node daemon on unprivileged ports of 127.0.0.1, every file under DIR.
 #

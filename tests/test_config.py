@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+from absl import flags
 from loaders import make_loader
 from tiny import TINY_TRAIN
 
@@ -128,6 +129,7 @@ def test_the_command_line_prints_an_expected_error_as_one_line(capsys):
     def main(argv):
         TrainConfig(model="lenet").resolved()
 
+    flags.FLAGS.mark_as_parsed()  # as app.run leaves them: the wrapper reads --verbosity
     with pytest.raises(SystemExit) as e:
         run_cleanly(main, (ValueError,))(["train"])
     assert e.value.code == 1

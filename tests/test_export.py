@@ -5,6 +5,7 @@ to the printed prediction; one-line errors of the scripts."""
 
 import json
 import os
+import re
 import subprocess
 import textwrap
 
@@ -305,14 +306,14 @@ def run_python(*args: str) -> subprocess.CompletedProcess:
 
 
 def recipe() -> str:
-    """The module docstring's jax-only loading lines (the README shows the same)."""
+    """The module docstring's jax-only loading lines (docs/usage.md shows the same)."""
     block = fcn_jax.export.__doc__.split("``numpy`` only)::\n")[1].split("\n\n")[0]
     return textwrap.dedent(block)
 
 
 def test_docstring_recipe_runs_with_jax_only(resnet2d, padded2d):
     """The recipe, in a fresh process without flax or fcn_jax, on a plain and a padded-batch
-    (``with_sizes``) export; the README's copy is the same code."""
+    (``with_sizes``) export; docs/usage.md's copy is the same code."""
     report = textwrap.dedent("""
         import sys
         print(json.dumps({
@@ -343,8 +344,10 @@ def test_docstring_recipe_runs_with_jax_only(resnet2d, padded2d):
     assert got_padded["class_map"] == list(want["class_map"].shape)
     assert got_padded["hw"] == want["out_sizes"][1].tolist()
 
-    readme = open(os.path.join(REPO, "README.md")).read()
-    assert recipe().replace('"model.fcnx"', '"seed.fcnx"') in readme
+    usage = open(os.path.join(REPO, "docs", "usage.md")).read()
+    # The same lines, reading whichever export file the docs' commands write.
+    pattern = re.escape(recipe()).replace(re.escape('"model.fcnx"'), r'"[^"\n]+\.fcnx"')
+    assert re.search(pattern, usage)
 
 
 def test_predict_script_on_png_and_jpeg(resnet2d, tmp_path):
@@ -424,10 +427,17 @@ def test_run_directory_restore_export_and_predictor(seed1d, tmp_path):
         np.testing.assert_allclose(predictor(x)[key], want, rtol=1e-5, atol=1e-6)
 
     out = str(tmp_path / "from_run.fcnx")
-    proc = run_python("-m", "experiments.export", f"--workdir={run}", f"--out={out}")
-    assert proc.returncode == 0, proc.stderr
-    assert out in proc.stdout and "KiB" in proc.stdout
-    np.testing.assert_allclose(load_exported(out)(x)["logits"], loaded(x)["logits"], rtol=1e-5)
+    command = ("-m", "experiments.export", f"--workdir={run}")
+    verbose = (*command, f"--out={tmp_path / 'verbose.fcnx'}", "--verbosity=1")
+    proc, default, chatty = run_pythons((*command, f"--out={out}"), command, verbose)
+    for path, done in ((out, proc), (os.path.join(run, "model.fcnx"), default)):
+        assert done.returncode == 0, done.stderr
+        assert f" to {path} (" in done.stdout and "KiB" in done.stdout
+        np.testing.assert_allclose(load_exported(path)(x)["logits"], loaded(x)["logits"], rtol=1e-5)
+        # orbax's restore chatter (read-only options, "Metadata file does not exist") is not
+        # shown by default; --verbosity=1 shows it
+        assert "checkpoint_manager.py" not in done.stderr, done.stderr
+    assert chatty.returncode == 0 and "checkpoint_manager.py" in chatty.stderr
 
 
 # --- class names from training to prediction; the scripts' clean exit ----------------------

@@ -95,7 +95,7 @@ def test_native_batches_hold_examples_of_their_bucket():
 @pytest.mark.parametrize(
     "spec, kw, message",
     [
-        ("fixed:8", dict(batch_size=31), "leaves no full batch in 30 examples"),
+        ("fixed:8", dict(batch_size=31), "leaves no full batch in the 30 training examples"),
         ("fixed:8", dict(batch_size=5, process_count=2), "not divisible by 2 hosts"),
         ("fixed:8", dict(process_count=2, batch_multiple=3), "batch_multiple 3 is not a multiple"),
         ("fixed:3", dict(min_size=(4, 4)), "minimum"),
@@ -152,3 +152,28 @@ def test_epochs_of_varying_length_count_their_own_steps(small):
     first = np.concatenate([b["index"] for b in _take(loader, n)])
     assert len(set(first.tolist())) == len(first) > len(small.train) // 2  # one epoch, no repeat
     assert loader.steps_for(2) > n and loader.steps_for(0.5) == math.ceil(n / 2)
+
+
+def test_no_full_batch_names_the_bucket_limit_and_the_flags(small):
+    """60 examples in 4 native buckets: a batch of 30 fits the split but no bucket."""
+    from fcn_jax.data.plan import BatchPlan
+
+    policy = parse_size_policy("native").bind(2)
+    buckets = resolve_buckets("auto:4", policy, small.train.sizes())
+    from fcn_jax.data.buckets import fitting_buckets
+
+    counts = np.bincount(fitting_buckets(small.train.sizes(), buckets), minlength=len(buckets))
+    fullest = int(counts.max())
+    assert fullest < 30
+    with pytest.raises(ValueError) as info:
+        BatchPlan(small.train, policy, buckets, 30, 0)
+    message = str(info.value)
+    assert message.startswith("--batch_size=30 leaves no full batch: native training batches")
+    assert "the fullest of the 4 buckets (" in message and f"holds {fullest} of the 60 " in message
+    assert f"use --batch_size={fullest} or less, fewer buckets (--buckets=auto:1" in message
+    assert "\n" not in message and message.endswith("(fixed:SIZE, mixed_example:LO-HI)")
+    BatchPlan(small.train, policy, buckets, fullest, 0)  # the advice holds, exactly
+    with pytest.raises(ValueError, match=f"holds {fullest} of the 60"):
+        BatchPlan(small.train, policy, buckets, fullest + 1, 0)
+    with pytest.raises(ValueError, match=r"^--batch_size=61 leaves no full batch in the 60 train"):
+        BatchPlan(small.train, parse_size_policy("fixed:16").bind(2), [(16, 16)], 61, 0)

@@ -11,7 +11,7 @@ import fcn_jax.outputs
 from fcn_jax.config import TrainConfig
 from fcn_jax.data import parse_size_policy
 from fcn_jax.runs.compare import aggregate_policy
-from fcn_jax.runs.report import findings, report_markdown, write_report
+from fcn_jax.runs.report import findings, heatmaps_figure, report_markdown, write_report
 from fcn_jax.runs.rundir import run_name
 from fcn_jax.sizes import format_size
 
@@ -328,3 +328,40 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_partial_one(tmp_path, m
     assert sorted(os.listdir(tmp_path)) == ["compare.json", "report.md"]
     assert json.load(open(tmp_path / "compare.json")) == {"old": True}
     assert (tmp_path / "report.md").read_text() == "old report\n"
+
+
+def test_heatmap_titles_do_not_run_into_each_other():
+    """The docs' comparison: three policies with long train sizes, and the difference panel."""
+    kw = dict(test=[0.9, 0.9], compiles=1, speed=[1.0, 1.0], loss=[0.1, 0.1], pixels=1e6)
+    grid = {f"{h}x{w}": [0.9, 0.8] for h in (16, 28, 40, 56) for w in (16, 28, 40, 56)}
+    specs = {"fixed": "fixed:28x28", "mixed_step": "mixed_step:14-56:14"}
+    specs["mixed_example"] = "mixed_example:16-56:log"
+    results = make_results({p: (v, summaries(grid, **kw)) for p, v in specs.items()}, seeds=(0, 1))
+    fig = heatmaps_figure(results)
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)  # the constrained layout places the panels on drawing
+    boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title()]
+    assert len(boxes) == 4
+    for left, right in zip(boxes, boxes[1:]):
+        assert left.x1 < right.x0, (left, right)
+
+
+def own_sizes_note(results: dict) -> str:
+    md = report_markdown(results)
+    return md.split("| own sizes |", 1)[1].split("\n\n", 1)[1].split("\n", 1)[0]
+
+
+def test_the_report_says_why_own_sizes_differs_from_its_size_row():
+    """The comparison's defaults: BatchNorm recalibrated per test size, 1000 test examples."""
+    results = fixed_vs_mixed()
+    results["config"].update(recalibrate_bn=True, eval_examples=1000, eval_mode="resize")
+    note = own_sizes_note(results)
+    assert "Every row uses the first 1000 test examples." in note
+    assert "re-estimated on training images at each test size (--recalibrate_bn)" in note
+    assert "'own sizes' the statistics kept from training" in note and "canvas" not in note
+    results["config"].update(recalibrate_bn=False, eval_examples=None, eval_mode="canvas")
+    note = own_sizes_note(results)
+    assert "Every row uses all the test examples." in note and "BatchNorm" not in note
+    assert "(--eval_mode=canvas), 'own sizes' runs it as it is." in note
+    results["config"].update(eval_mode="resize")
+    assert own_sizes_note(results).endswith("its own size. Every row uses all the test examples.")

@@ -1,18 +1,27 @@
 """The MNIST-scale protocol (fcn_jax/data/rescale.py, experiments/rescale.py)."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from commands import run_pythons
+from commands import REPO, run_pythons
+from PIL import Image
 
 from fcn_jax.data import DataError, load_dataset
 from fcn_jax.data.arrays import save_npz
-from fcn_jax.data.rescale import rescale_dataset, rescale_images, stratified_split
+from fcn_jax.data.rescale import (
+    default_output,
+    rescale_dataset,
+    rescale_images,
+    stratified_split,
+)
 
 COUNTS = {"train": 120, "val": 30, "test": 120}
 SIDES = np.array([8, 12, 16, 20, 24])  # class k: a centred bright square of side SIDES[k]
 CENTRE = 13.5  # of a 28-pixel axis, in pixel indices
+PUBLISHED_CENTRE = 14.0  # torchvision 0.3-0.4 scales PIL images about pixel (W / 2, H / 2)
 
 
 def squares(labels) -> np.ndarray:
@@ -99,24 +108,67 @@ def centre_of_mass(images: np.ndarray) -> np.ndarray:
 
 def test_content_is_scaled_about_the_centre(arrays):
     images, labels, scales = arrays["test_images"], arrays["test_labels"], arrays["test_scales"]
-    assert np.abs(centre_of_mass(images) - CENTRE).max() < 0.5
+    assert np.abs(centre_of_mass(images) - CENTRE).max() < 0.7
     width = (images[:, 14] > 127).sum(1)  # the central row's bright run
     assert np.abs(width - SIDES[labels] * scales).max() <= 1.5
 
 
+def torchvision_random_affine(image: np.ndarray, scale: float) -> np.ndarray:
+    """``(H, W)`` uint8 through what ISosnovik/sesn's generator ran: torchvision 0.3-0.4's
+    ``F.affine(img, 0, (0, 0), scale, 0, resample=BICUBIC, fillcolor=0)``, written out from its
+    documented steps: the inverse matrix about ``(W * 0.5 + 0.5, H * 0.5 + 0.5)``, then PIL."""
+    pil = Image.fromarray(image)
+    cx, cy = pil.size[0] * 0.5 + 0.5, pil.size[1] * 0.5 + 0.5
+    inverse = [1 / scale, 0.0, 0.0, 0.0, 1 / scale, 0.0]  # rotation 0, shear 0: R^-1 / scale
+    inverse[2] += inverse[0] * -cx + inverse[1] * -cy  # C^-1, then R^-1 / scale ...
+    inverse[5] += inverse[3] * -cx + inverse[4] * -cy
+    inverse[2] += cx  # ... then C
+    inverse[5] += cy
+    return np.asarray(pil.transform(pil.size, Image.AFFINE, inverse, Image.BICUBIC, fillcolor=0))
+
+
+def test_published_generator_matches_torchvision_on_pil(arrays):
+    """The default is the published transform, pixel for pixel, on digits of several shapes."""
+    digits = procedural_digits(6)
+    factors = np.array([0.3, 0.41, 0.5, 0.77, 0.9, 1.0], np.float32)
+    out = rescale_images(digits[..., None], factors)
+    for digit, s, got in zip(digits, factors, out[..., 0], strict=True):
+        np.testing.assert_array_equal(got, torchvision_random_affine(digit, float(s)))
+    np.testing.assert_array_equal(out[-1, ..., 0], digits[-1])  # scale 1: unchanged
+    smooth = rescale_images(digits[..., None], factors, antialias=True)
+    assert np.abs(smooth[0].astype(int) - out[0]).max() > 32  # the two generators differ
+    images, scales = arrays["test_images"], arrays["test_scales"]
+    sources = squares(arrays["test_labels"][:3])  # rescale_dataset draws the same transform
+    expected = [torchvision_random_affine(x, float(s)) for x, s in zip(sources, scales[:3])]
+    np.testing.assert_array_equal(images[:3], expected)
+    assert np.abs(centre_of_mass(images) - PUBLISHED_CENTRE).max() < 0.5
+
+
+def procedural_digits(n: int) -> np.ndarray:
+    """``(n, 28, 28)`` uint8 handwriting-like strokes: thin diagonals and arcs of varied width."""
+    yy, xx = np.mgrid[:28, :28]
+    images = []
+    for k in range(n):
+        arc = np.abs(np.hypot(yy - 14 - k % 3, xx - 13) - (5 + k)) < 1 + 0.4 * k
+        stroke = np.abs((yy - 4) - (xx - 6) * (1.1 + 0.2 * k)) < 1.5
+        images.append(np.where(arc | (stroke & (yy > 3) & (yy < 25)), 255, 0))
+    return np.array(images, np.uint8)
+
+
 def test_rescale_images_square_and_off_centre_blob():
     square = squares(np.array([3, 3]))[..., None]  # side 20
-    out = rescale_images(square, np.array([0.5, 1.0]))
+    out = rescale_images(square, np.array([0.5, 1.0]), antialias=True)
     assert out.dtype == np.uint8 and out.shape == square.shape
     np.testing.assert_array_equal(out[1], square[1])  # scale 1: unchanged
     assert (out[0, 14, :, 0] > 127).sum() == 10 and (out[0, :, 14, 0] > 127).sum() == 10
     np.testing.assert_allclose(centre_of_mass(out[..., 0])[0], CENTRE, atol=0.05)
     blob = np.zeros((1, 28, 28, 1), np.float32)
     blob[0, 4:8, 18:24] = 0.8  # off centre: its centre moves towards the canvas centre by s
-    out = rescale_images(blob, np.array([0.4]))
-    assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 0.8
-    expected = CENTRE + 0.4 * (centre_of_mass(blob[..., 0]) - CENTRE)
-    np.testing.assert_allclose(centre_of_mass(out[..., 0]), expected, atol=0.1)
+    for antialias, centre in ((True, CENTRE), (False, PUBLISHED_CENTRE)):
+        out = rescale_images(blob, np.array([0.4]), antialias=antialias)
+        assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 0.8
+        expected = centre + 0.4 * (centre_of_mass(blob[..., 0]) - centre)
+        np.testing.assert_allclose(centre_of_mass(out[..., 0]), expected, atol=0.1)
 
 
 def test_deterministic_in_the_seed(source, arrays):
@@ -181,3 +233,24 @@ def test_command_writes_file_and_rejects_bad_flags(source, tmp_path):
         last = proc.stderr.strip().splitlines()[-1]
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert last.startswith("error: ") and flag in last, proc.stderr
+
+
+def test_default_output_names_the_source_under_runs():
+    assert default_output("npz:~/x/real_digits.npz", 0) == "runs/rescaled/real_digits-seed0.npz"
+    assert default_output("idx:/data/mnist/", 1) == "runs/rescaled/mnist-seed1.npz"
+    want = "runs/rescaled/procedural_digits_fixed28-seed2.npz"
+    assert default_output("procedural_digits/fixed28", 2) == want
+    assert default_output("mnist", 0, antialias=True) == "runs/rescaled/mnist-seed0-antialias.npz"
+
+
+def test_command_without_out_writes_under_runs(source, tmp_path):
+    """Run from a fresh directory (the command's default is relative to where it runs): the
+    file lands in runs/rescaled/, which the checkout's .gitignore covers, and nowhere else."""
+    counts = [f"--{k}={n}" for k, n in COUNTS.items()]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO}
+    command = [sys.executable, "-m", "experiments.rescale", f"--source={source}", *counts]
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[0] == "runs/rescaled/squares-seed0.npz"
+    assert os.listdir(tmp_path) == ["runs"]
+    assert len(load_dataset(f"npz:{tmp_path}/runs/rescaled/squares-seed0.npz").train) == 120

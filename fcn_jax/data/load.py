@@ -17,6 +17,10 @@
   ``fashion_mnist`` and ``kmnist`` are built there from their IDX files when those are found in
   ``data_dir`` (see :func:`fcn_jax.data.idx.prepare_tfds`).
 
+``train_split`` and ``test_split`` pick, for every kind, the splits a run trains and tests on,
+whole or sliced as TFDS writes them (``train[:50000]``, ``train[50000:]``; see
+:mod:`fcn_jax.data.splits`).
+
 The modules of the kinds that need TFDS (``idx``, ``tfds_source``) are imported on use, so
 importing this module does not import ``tensorflow_datasets``.
 """
@@ -28,6 +32,7 @@ import re
 from fcn_jax.data.arrays import load_npz
 from fcn_jax.data.folder import load_folder
 from fcn_jax.data.sources import KNOWN_SOURCES, DataError, Dataset
+from fcn_jax.data.splits import select_splits
 
 
 def load_dataset(
@@ -38,6 +43,8 @@ def load_dataset(
     pixel_range: tuple[float, float] = (0.0, 1.0),
     normalize: str | None = None,
     allow_pickle: bool = False,
+    train_split: str | None = None,
+    test_split: str | None = None,
 ) -> Dataset:
     """Open the dataset named by ``spec`` (see the module docstring).
 
@@ -53,18 +60,32 @@ def load_dataset(
         kinds take none.
       allow_pickle: npz datasets: read object arrays, by unpickling (trusted files only: a
         crafted file runs code when unpickled).
+      train_split, test_split: the split to train and to test on, whole or sliced
+        (``train[:50000]``, ``train[80%:]``); None: ``train``, and ``test`` (a TFDS dataset
+        without one: ``validation``).
     Raises:
       DataError: with a one-line message naming the file, key or dataset at fault.
     """
     prefix, colon, path = spec.partition(":")
+    series = prefix in ("ucr", "ts")
+    if not series and (not colon or re.fullmatch(r"[\d*]+(\.[\d*]+)*", path)):  # TFDS name
+        if normalize not in (None, "none"):
+            raise DataError(f"--normalize={normalize}: applies to ucr: and ts: series only")
+        from fcn_jax.data.tfds_source import load_tfds  # imports tensorflow_datasets
+
+        return load_tfds(spec, data_dir, train_split, test_split)  # TFDS slices them itself
+    dataset = _load_local(spec, data_dir, skip_corrupt, pixel_range, normalize, allow_pickle)
+    return select_splits(dataset, train_split, test_split)
+
+
+def _load_local(spec, data_dir, skip_corrupt, pixel_range, normalize, allow_pickle) -> Dataset:
+    """The dataset of a prefixed ``spec`` (``npz:``, ``idx:``, ``folder:``, ``ucr:``, ``ts:``)
+    with its own train and test split."""
+    prefix, _, path = spec.partition(":")
     if prefix in ("ucr", "ts"):
         return _load_series(prefix, path, data_dir, normalize)
     if normalize not in (None, "none"):
         raise DataError(f"--normalize={normalize}: applies to ucr: and ts: series only")
-    if not colon or re.fullmatch(r"[\d*]+(\.[\d*]+)*", path):  # none, or a TFDS version
-        from fcn_jax.data.tfds_source import load_tfds  # imports tensorflow_datasets
-
-        return load_tfds(spec, data_dir)
     if prefix == "npz":
         return load_npz(path, pixel_range, allow_pickle=allow_pickle)
     if prefix == "idx":

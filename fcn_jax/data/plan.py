@@ -107,7 +107,7 @@ class BatchPlan:
         self._offsets = [0]  # first global step of each epoch planned so far
         self.batches_per_epoch = None if self.variable_epochs else len(self.epoch(0))
         if not self.epoch(0):
-            raise ValueError(f"batch_size {batch_size} leaves no full batch in {self._n} examples")
+            raise ValueError(self._no_full_batch())
 
     def _check_policy(self) -> None:
         policy = self.policy
@@ -121,6 +121,28 @@ class BatchPlan:
             self._example_sizes = ExampleSizes(policy, self.buckets)
         elif missing := set(policy.grid()) - set(self.buckets):
             raise ValueError(f"sizes {sorted(missing)} of the policy are not in the buckets")
+
+    def _no_full_batch(self) -> str:
+        """Why an epoch holds no batch, and which flags change it. Native batches take the
+        examples of one bucket, so the limit is the fullest bucket's count, not the split's."""
+        b, n = self.batch_size, self._n
+        if self.policy.kind != "native":
+            return (
+                f"--batch_size={b} leaves no full batch in the {n} training examples: use "
+                f"--batch_size={n} or less"
+            )
+        counts = np.bincount(self._assign, minlength=len(self.buckets))
+        fullest = int(np.argmax(counts))
+        shape = "x".join(map(str, self.buckets[fullest]))
+        text = (
+            f"--batch_size={b} leaves no full batch: native training batches the examples of "
+            f"one bucket, and the fullest of the {len(self.buckets)} buckets ({shape}) holds "
+            f"{counts[fullest]} of the {n} training examples; use --batch_size={counts[fullest]} "
+            "or less"
+        )
+        if n >= b and len(self.buckets) > 1:
+            text += ", fewer buckets (--buckets=auto:1 puts them all in one)"
+        return text + " or another --train_size (fixed:SIZE, mixed_example:LO-HI)"
 
     @property
     def variable_epochs(self) -> bool:

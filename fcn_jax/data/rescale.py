@@ -5,7 +5,10 @@ Convolutional Neural Networks"; as used by Sosnovik et al., "Scale-Equivariant S
 Networks", ICLR 2020): the train and test splits of a dataset are pooled and split again into
 train / val / test (10 000 / 2 000 / 50 000 for MNIST), and every image is scaled about its centre
 by its own factor drawn uniformly from [0.3, 1.0], on a canvas of its original size (the area
-outside the scaled content is 0).
+outside the scaled content is 0). The published generator (ISosnovik/sesn, ``prepare_datasets.py``)
+scales with torchvision's ``RandomAffine(0, scale=(0.3, 1), resample=BICUBIC)`` on PIL images:
+bicubic and **not** antialiased, so shrunk digits come out thin and aliased. That is the default
+here; ``antialias=True`` gives a smoother, easier variant (what this module wrote before).
 
 :func:`rescale_dataset` does all of it for any spec :func:`~fcn_jax.data.load_dataset` accepts;
 :func:`stratified_split` and :func:`rescale_images` are its two steps;
@@ -15,17 +18,35 @@ outside the scaled content is 0).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 
 from fcn_jax.data.load import load_dataset
 from fcn_jax.data.sources import DataError
 
 SPLITS = ("train", "val", "test")
 CHUNK = 1000  # images per call of the jitted rescale (one compile for every full chunk)
+# Where ``experiments.rescale`` writes without --out: under runs/, which git ignores (a file in
+# the checkout's root would show up as an untracked change).
+OUTPUT_DIR = os.path.join("runs", "rescaled")
+
+
+def default_output(source: str, seed: int, antialias: bool = False) -> str:
+    """The file ``experiments.rescale`` writes without --out: ``runs/rescaled/NAME-seedS.npz``,
+    NAME the source's file or dataset name (``npz:~/x/real_digits.npz`` → ``real_digits``,
+    ``procedural_digits/fixed28`` → ``procedural_digits_fixed28``); ``-antialias`` is added
+    for that variant, so it never overwrites the published one."""
+    kind, colon, path = source.partition(":")
+    # A file or directory source is named by its last path component, a TFDS name whole.
+    name = os.path.basename(path.rstrip("/")) if colon and kind in ("npz", "idx") else source
+    name = name.removesuffix(".npz").strip("/").replace("/", "_").replace(":", "_")
+    variant = "-antialias" if antialias else ""
+    return os.path.join(OUTPUT_DIR, f"{name}-seed{seed}{variant}.npz")
 
 
 def stratified_split(labels, counts: Sequence[int], rng: np.random.Generator) -> list[np.ndarray]:
@@ -107,19 +128,21 @@ def _chain(start: int, short: np.ndarray, up: np.ndarray, can_up: np.ndarray):
     raise AssertionError("no rounding chain: the table's totals disagree")
 
 
-def rescale_images(images, scales, value_range=None, chunk: int = CHUNK) -> np.ndarray:
+def rescale_images(
+    images, scales, value_range=None, *, antialias: bool = False, chunk: int = CHUNK
+) -> np.ndarray:
     """Every image scaled about its centre on a canvas of its own size, zero outside.
-
-    Bicubic (Keys) interpolation, antialiased when shrinking (``jax.image.scale_and_translate``,
-    which maps input to output coordinates as ``x * s + (1 - s) * size / 2`` here: the centre
-    stays put).
 
     Args:
       images: ``(N, H, W, C)`` uint8 or float.
       scales: ``(N,)`` factors > 0 (1: unchanged; 0.5: half the height and width).
       value_range: ``(lo, hi)`` the result is clipped to, in the images' units (default: the
         span of ``images``' values and the fill 0; bicubic overshoots at edges).
-      chunk: images per jitted call; the last chunk is padded, so one shape compiles.
+      antialias: False (the published generator, :func:`_published_affine`): PIL's bicubic
+        affine transform, sampled point-wise. True: bicubic (Keys) antialiased when shrinking
+        (``jax.image.scale_and_translate``), centred on the canvas's exact centre.
+      chunk: images per jitted call of the antialiased path (the last chunk is padded, so one
+        shape compiles).
     Returns:
       ``(N, H, W, C)``: uint8 (rounded) for uint8 images, else float32.
     """
@@ -129,6 +152,8 @@ def rescale_images(images, scales, value_range=None, chunk: int = CHUNK) -> np.n
     if value_range is None:
         value_range = (min(0.0, float(images.min())), max(0.0, float(images.max())))
     lo, hi = (np.float32(v) for v in value_range)
+    if not antialias:
+        return _published_affine(images, scales, lo, hi)
     chunk = max(1, min(chunk, len(images)))
     out = np.empty(images.shape, np.uint8 if images.dtype == np.uint8 else np.float32)
     for start in range(0, len(images), chunk):
@@ -139,6 +164,34 @@ def rescale_images(images, scales, value_range=None, chunk: int = CHUNK) -> np.n
             s = np.concatenate([s, np.ones(chunk - n, np.float32)])
         out[start : start + n] = np.asarray(_rescale_chunk(part, s, lo, hi))[:n]
     return out
+
+
+def _published_affine(images, scales, lo, hi) -> np.ndarray:
+    """``(N, H, W, C)`` -> the same, as the published MNIST-scale generator scales them.
+
+    That generator applies torchvision's ``RandomAffine(0, scale=...)`` (torchvision 0.3-0.4,
+    as ISosnovik/sesn used) to PIL images: ``Image.transform(AFFINE, BICUBIC)`` with the
+    inverse map ``x -> x / s + c (1 - 1 / s)`` about ``c = (W / 2 + 0.5, H / 2 + 0.5)`` in PIL's
+    coordinates (pixel ``i`` spans ``[i, i + 1)``), so the fixed point is pixel ``(W / 2, H / 2)``,
+    half a pixel off the canvas centre, and nothing is low-pass filtered before sampling. PIL does
+    it here too, channel by channel (its bands are independent): uint8 in ``L`` mode, rounded and
+    clipped by PIL as in the published files; floats in ``F`` mode, clipped to ``[lo, hi]``.
+    """
+    n, height, width, channels = images.shape
+    cx, cy = width * 0.5 + 0.5, height * 0.5 + 0.5
+    floats = images.dtype != np.uint8
+    planes = images.astype(np.float32) if floats else images
+    out = np.empty(images.shape, np.float32 if floats else np.uint8)
+    for i, s in enumerate(scales.astype(np.float64)):
+        matrix = (1 / s, 0.0, cx - cx / s, 0.0, 1 / s, cy - cy / s)
+        for k in range(channels):
+            plane = Image.fromarray(np.ascontiguousarray(planes[i, :, :, k]))
+            out[i, :, :, k] = np.asarray(
+                plane.transform(
+                    (width, height), Image.Transform.AFFINE, matrix, Image.Resampling.BICUBIC
+                )
+            )
+    return np.clip(out, lo, hi) if floats else out
 
 
 @jax.jit
@@ -172,6 +225,8 @@ def rescale_dataset(
     seed: int = 0,
     data_dir: str | None = None,
     allow_pickle: bool = False,
+    antialias: bool = False,
+    splits: tuple[str | None, str | None] = (None, None),
 ) -> dict[str, np.ndarray]:
     """The MNIST-scale protocol applied to the dataset ``source`` (a ``load_dataset`` spec).
 
@@ -179,7 +234,8 @@ def rescale_dataset(
     channels), split by :func:`stratified_split` into ``counts`` (``{"train": n, "val": n,
     "test": n}``), and each image is rescaled (:func:`rescale_images`) by a factor drawn
     uniformly from ``[min_scale, max_scale]``, clipped to the pool's value range (with 0).
-    Everything random follows from ``seed``. ``allow_pickle``: an npz source's object arrays
+    Everything random follows from ``seed``. ``antialias``: see :func:`rescale_images` (False:
+    the published generator). ``allow_pickle``: an npz source's object arrays
     are read (by unpickling: trusted files only).
 
     Returns:
@@ -195,7 +251,12 @@ def rescale_dataset(
         raise ValueError(f"scales [{min_scale}, {max_scale}]: need 0 < min_scale <= max_scale")
     if sorted(counts) != sorted(SPLITS) or min(counts.values()) <= 0:
         raise ValueError(f"counts {counts}: need positive counts for {', '.join(SPLITS)}")
-    dataset = load_dataset(source, data_dir, allow_pickle=allow_pickle)
+    # ``splits``: the source's train and test split to pool, whole or sliced (``train[:50000]``,
+    # ``--train_split``); None: its own.
+    train_split, test_split = splits
+    dataset = load_dataset(
+        source, data_dir, allow_pickle=allow_pickle, train_split=train_split, test_split=test_split
+    )
     _check_pool(dataset, source, counts)
     images, labels = _read_pool(dataset)
     split_rng, scale_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
@@ -203,7 +264,9 @@ def rescale_dataset(
     scales = [scale_rng.uniform(min_scale, max_scale, len(p)).astype(np.float32) for p in parts]
     value_range = (min(0.0, float(images.min())), max(0.0, float(images.max())))
     every = np.concatenate(parts)  # one pass: one compile of the chunk shape
-    rescaled = rescale_images(images[every], np.concatenate(scales), value_range)
+    rescaled = rescale_images(
+        images[every], np.concatenate(scales), value_range, antialias=antialias
+    )
     if rescaled.shape[-1] == 1:
         rescaled = rescaled[..., 0]
     out = {}

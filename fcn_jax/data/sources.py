@@ -1,6 +1,6 @@
 """The interface of dataset sources: :class:`Source` (random access to the examples of one
 split), :class:`Dataset` (a train and a test source with their metadata), :class:`Subset`,
-:class:`DataError`, and :func:`to_float`, the pixel conversion the kinds share.
+:class:`Slice`, :class:`DataError`, and :func:`to_float`, the pixel conversion the kinds share.
 
 The kinds live in modules of their own, which import this one: in-memory arrays (``npz:``) in
 :mod:`fcn_jax.data.arrays`, IDX files (``idx:``) in :mod:`fcn_jax.data.idx`, image folders
@@ -117,24 +117,32 @@ def to_float(image: np.ndarray, where: str) -> np.ndarray:
     raise DataError(f"{where}: image dtype {image.dtype} is neither uint8 nor float")
 
 
-class Subset(Source):
+class Slice(Source):
+    """Examples ``start`` to ``stop`` (exclusive) of a source: a sliced split
+    (``--train_split=train[:50000]``, see :mod:`fcn_jax.data.splits`)."""
+
+    def __init__(self, source: Source, start: int, stop: int):
+        self.source, self.start, self.stop = source, start, stop
+        self.spatial_dims, self.in_channels = source.spatial_dims, source.in_channels
+        self.has_bbox, self.skipped = source.has_bbox, source.skipped
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.source[self.start + index]
+
+    def get_many(self, indices) -> list[dict[str, Any]]:
+        return self.source.get_many([self.start + int(i) for i in indices])
+
+    def sizes(self) -> np.ndarray:
+        return self.source.sizes()[self.start : self.stop]
+
+
+class Subset(Slice):
     """The first ``n`` examples of a source (evaluation on part of a large test split)."""
 
     def __init__(self, source: Source, n: int):
-        self.source, self.n = source, min(n, len(source))
-        self.spatial_dims, self.in_channels = source.spatial_dims, source.in_channels
-        self.has_bbox = source.has_bbox
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < self.n:
-            raise IndexError(index)
-        return self.source[index]
-
-    def get_many(self, indices) -> list[dict[str, Any]]:
-        return self.source.get_many(indices)
-
-    def sizes(self) -> np.ndarray:
-        return self.source.sizes()[: self.n]
+        super().__init__(source, 0, min(n, len(source)))

@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 
 from fcn_jax.data import idx
 from fcn_jax.data.sources import KNOWN_SOURCES, DataError, Dataset, Source, to_float
+from fcn_jax.data.splits import resolve_split
 
 # This package's builders: name -> module that registers it and defines `prepare(name, dir)`.
 OWN_BUILDERS = {
@@ -128,12 +129,19 @@ def _prepare_hint(spec: str, root: str) -> str:
     return f"`pip install tensorflow && python -c '{code}'`"
 
 
-def load_tfds(spec: str, data_dir: str | None = None) -> Dataset:
+def load_tfds(
+    spec: str,
+    data_dir: str | None = None,
+    train_split: str | None = None,
+    test_split: str | None = None,
+) -> Dataset:
     """Dataset from TFDS: this package's builders are built on first use, and so are ``mnist``,
     ``fashion_mnist`` and ``kmnist`` where their IDX files are found in ``data_dir`` (see
     :func:`fcn_jax.data.idx.prepare_tfds`); other datasets must already be prepared as
-    ArrayRecord in ``data_dir`` (preparing needs network and TensorFlow). The test split is
-    ``test``, or ``validation`` where there is no ``test``."""
+    ArrayRecord in ``data_dir`` (preparing needs network and TensorFlow). A run trains on
+    ``train_split`` (default ``train``) and tests on ``test_split`` (default ``test``, or
+    ``validation`` where there is no ``test``), each checked by
+    :func:`fcn_jax.data.splits.resolve_split` and then given to TFDS, which slices it."""
     builder = _tfds_builder(spec, data_dir)
     base = spec.partition("/")[0]
     if base in OWN_BUILDERS:
@@ -143,14 +151,12 @@ def load_tfds(spec: str, data_dir: str | None = None) -> Dataset:
             builder = _tfds_builder(spec, data_dir)  # sees the splits just written
     features = builder.info.features
     image_key, label_key, bbox_key = _pick_features(features, spec)
-    splits = set(builder.info.splits.keys())
-    test_split = "validation" if "test" not in splits and "validation" in splits else "test"
+    split_texts = _split_texts(builder, train_split, test_split)
     root = data_dir or tfds.core.constants.DATA_DIR
     try:
-        raw = {
-            s: tfds.data_source(spec, split=s, data_dir=data_dir, download=False)
-            for s in ("train", test_split)
-        }
+        raw = [
+            tfds.data_source(spec, split=s, data_dir=data_dir, download=False) for s in split_texts
+        ]
     except Exception as e:
         if not builder.is_prepared():
             raise DataError(
@@ -168,7 +174,7 @@ def load_tfds(spec: str, data_dir: str | None = None) -> Dataset:
             f"cannot read dataset {spec!r} from {root}: {str(e).splitlines()[0]}"
         ) from e
     shape = features[image_key].shape
-    train, test = (TfdsSource(raw[s], image_key, label_key, bbox_key, shape) for s in raw)
+    train, test = (TfdsSource(r, image_key, label_key, bbox_key, shape) for r in raw)
     name = builder.name + (f"/{builder.builder_config.name}" if builder.builder_config else "")
     return Dataset(
         name=name,
@@ -179,3 +185,20 @@ def load_tfds(spec: str, data_dir: str | None = None) -> Dataset:
         spatial_dims=train.spatial_dims,
         class_names=tuple(features[label_key].names),
     )
+
+
+def _split_texts(builder, train_split: str | None, test_split: str | None) -> tuple[str, str]:
+    """The TFDS split strings to read: the flags' (checked against the prepared splits' sizes),
+    else ``train`` and ``test`` (``validation`` where there is no ``test``). An unprepared
+    dataset has no split sizes yet: its splits are checked once it is prepared."""
+    lengths = {name: info.num_examples for name, info in builder.info.splits.items()}
+    default_test = "validation" if "test" not in lengths and "validation" in lengths else "test"
+    texts = []
+    for flag, text, default in (
+        ("train_split", train_split, "train"),
+        ("test_split", test_split, default_test),
+    ):
+        if text is not None and lengths:
+            resolve_split(text, flag, lengths)
+        texts.append(default if text is None else text)
+    return texts[0], texts[1]

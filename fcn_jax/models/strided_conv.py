@@ -4,7 +4,7 @@ routes ``nnx.Conv`` to them (``--conv_grad``).
 Autodiff computes the input gradient of a strided convolution as a convolution of the output
 gradient dilated by the stride; XLA:CPU runs that on mostly zeros. :func:`strided_conv`
 computes the same sums as a stride-1 convolution plus depth-to-space (about 2x faster training
-steps on CPU; measured per backend in the README's Performance section).
+steps on CPU; measured per backend in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ _conv_grad = "auto"
 
 def resolve_conv_grad(mode: str, backend: str | None = None) -> str:
     """``auto`` → ``custom`` where it was measured faster: on CPU (about 2x faster steps) and
-    on an H100 (1.0-1.26x at 28² and 64², batch 256 and 1024; README, Performance); elsewhere
+    on an H100 (1.0-1.26x at 28² and 64², batch 256 and 1024; docs/benchmarks.md); elsewhere
     (TPU, unmeasured) XLA's own ``autodiff``."""
     if mode != "auto":
         return mode

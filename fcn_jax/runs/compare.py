@@ -47,6 +47,7 @@ _AGGREGATED = (
     "train_examples",
     "train_pixels",
     "train_padded_pixels",
+    "steps",
 )
 
 

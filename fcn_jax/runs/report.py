@@ -10,6 +10,7 @@ import shlex
 
 import numpy as np
 
+from fcn_jax.caveats import MIN_STEPS, run_warning, throughput_meaningful
 from fcn_jax.outputs import write_atomic, write_json
 from fcn_jax.runs.stats import fmt, sort_sizes, stats
 from fcn_jax.sizes import format_size
@@ -123,9 +124,27 @@ def _mixed_vs_fixed(results: dict, mixed: str) -> str:
     return text + "."
 
 
+def _speed(r: dict) -> dict | None:
+    """A policy's examples/s stats, None where its runs were too short to measure it
+    (:mod:`fcn_jax.caveats`)."""
+    steps = (r.get("steps") or {}).get("mean")  # older compare.json files have no steps
+    return r["train_examples_per_sec"] if throughput_meaningful(steps) else None
+
+
+def policy_warnings(results: dict) -> list[str]:
+    """``"POLICY: undertrained: ..."`` for each policy whose runs mean little (too short, or
+    a mean final train loss near chance)."""
+    out = []
+    for p, r in results["policies"].items():
+        steps, loss = (r.get("steps") or {}).get("mean"), (r.get("final_loss") or {}).get("mean")
+        warning = run_warning(steps, loss, results["dataset"]["num_classes"])
+        out += [f"{p}: {warning}"] if warning else []
+    return out
+
+
 def _cost(results: dict, policy: str) -> str:
     r = results["policies"][policy]
-    speed = r["train_examples_per_sec"]["mean"]
+    speed = (_speed(r) or {}).get("mean")
     text = f"{policy} {r['train_compiles']['mean']:.0f} compile(s)"
     text += f" at {speed:.0f} examples/s" if speed else ""
     if r.get("train_examples", {}).get("mean"):
@@ -182,6 +201,7 @@ def report_markdown(results: dict) -> str:
     lines = ["# Training-size policies compared", "", "## What was run", ""]
     lines += _what_was_run(results)
     lines += [f"- Note: {n}" for n in results["notes"]]
+    lines += [f"- Warning: {w}" for w in policy_warnings(results)]
     lines += ["", "## Findings", ""] + [f"- {f}" for f in results["findings"]]
     lines += _accuracy_table(results) + _cost_table(results)
     lines += ["", "## Plots", "", "![accuracy against test size](accuracy_vs_size.png)"]
@@ -233,11 +253,35 @@ def _accuracy_table(results: dict) -> list[str]:
             f"| {key} | " + " | ".join(fmt(P[p]["eval_accuracy"][key]) for p in policies) + " |"
         )
     lines.append("| own sizes | " + " | ".join(fmt(P[p]["test_accuracy"]) for p in policies) + " |")
-    return lines + [
-        "",
+    return lines + ["", _own_sizes_note(results["config"])]
+
+
+def _own_sizes_note(cfg: dict) -> str:
+    """What the table's rows measure, and why on data of one size its 'own sizes' row may
+    differ from that size's row (the same test examples, tested differently)."""
+    examples = f"the first {cfg['eval_examples']}" if cfg.get("eval_examples") else "all the"
+    text = (
         "Rows are test sizes (height x width) sorted by area; 'own sizes' tests every image at "
-        "its own size.",
-    ]
+        f"its own size. Every row uses {examples} test examples."
+    )
+    differs = []
+    if cfg.get("eval_mode") == "canvas":
+        differs.append(
+            "the size rows place each image on a canvas of the test size (--eval_mode=canvas), "
+            "'own sizes' runs it as it is"
+        )
+    if cfg.get("recalibrate_bn"):
+        differs.append(
+            "the size rows use BatchNorm statistics re-estimated on training images at each "
+            "test size (--recalibrate_bn), 'own sizes' the statistics kept from training"
+        )
+    if differs:
+        text += (
+            " On data of one size its 'own sizes' row can differ from that size's row: "
+            + "; ".join(differs)
+            + "."
+        )
+    return text
 
 
 def _cost_table(results: dict) -> list[str]:
@@ -256,7 +300,7 @@ def _cost_table(results: dict) -> list[str]:
             f"`{r['train_size']}`",
             fmt(r["train_compiles"], 0),
             fmt(r["eval_compiles"], 0),
-            fmt(r["train_examples_per_sec"], 0),
+            fmt(_speed(r), 0),
             fmt(r["wall_time_s"], 1),
             fmt(r["final_loss"]),
             fmt(r.get("train_examples"), 0),
@@ -270,7 +314,8 @@ def _cost_table(results: dict) -> list[str]:
         "",
         "Pointing game: the fraction of test images (own sizes) whose class-activation-map peak "
         "for the true class falls inside the digit's box; grid mean: its mean over the test "
-        "sizes ('–' where the data has no boxes).",
+        "sizes ('–' where the data has no boxes). Train examples/s: '–' for runs of fewer than "
+        f"{MIN_STEPS} steps, too few to measure it.",
     ]
 
 
@@ -314,7 +359,14 @@ def plot_accuracy_vs_size(results: dict, path: str) -> None:
 def plot_heatmaps(results: dict, path: str) -> None:
     """Mean accuracy over test height x width per policy, side by side, plus mixed_example −
     fixed (or mixed_step − fixed) on a diverging colormap (blue: mixed better)."""
-    from fcn_jax.plots import draw_heatmap, plt, save_figure
+    from fcn_jax.plots import save_figure
+
+    save_figure(heatmaps_figure(results), path)
+
+
+def heatmaps_figure(results: dict):
+    """The figure of :func:`plot_heatmaps`."""
+    from fcn_jax.plots import draw_heatmap, plt
 
     policies = list(results["policies"])
     means = {p: _means(results, p) for p in policies}
@@ -322,10 +374,13 @@ def plot_heatmaps(results: dict, path: str) -> None:
     if mixed:
         diff = {k: means[mixed[0]][k] - means["fixed"][k] for k in means["fixed"]}
     n = len(policies) + (diff is not None)
-    fig, axes = plt.subplots(1, n, figsize=(3.8 * n, 3.6), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, n, figsize=(3.8 * n, 3.8), squeeze=False, layout="constrained")
     axes = list(axes[0])
     for i, (ax, p) in enumerate(zip(axes, policies)):
-        image = draw_heatmap(ax, means[p], f"{p} ({results['policies'][p]['train_size']})")
+        # Policy and train size on two lines: on one ("mixed_step (mixed_step:14-56:14)") the
+        # titles of neighbouring panels ran into each other.
+        spec = results["policies"][p]["train_size"]
+        image = draw_heatmap(ax, means[p], p if spec == p else f"{p}\n{spec}")
         if i:
             ax.set_ylabel("")
     fig.colorbar(image, ax=axes[: len(policies)], shrink=0.8, label="test accuracy")
@@ -338,4 +393,4 @@ def plot_heatmaps(results: dict, path: str) -> None:
         for text in ax.texts:  # white labels vanish on the diverging map's pale middle
             text.set_color("white" if abs(float(text.get_text())) > 0.6 * limit else "black")
         fig.colorbar(image, ax=ax, shrink=0.8, label="accuracy difference")
-    save_figure(fig, path)
+    return fig

@@ -89,8 +89,11 @@ class RunDir:
     def differences(self, config: TrainConfig) -> dict[str, tuple]:
         """Results-relevant fields whose recorded value differs from ``config``'s (resolved as
         training resolves it; sizes in their canonical spelling for the recorded data): field
-        → (recorded, wanted); every such field when none is recorded."""
-        record = self._record() or {"config": {}}
+        → (recorded, wanted); every such field when none is recorded. A field the record lacks
+        (added to the config after the run) counts as unset (None)."""
+        record = self._record()
+        absent = None if record else object()  # no record: every field differs
+        record = record or {"config": {}}
         recorded, wanted = record["config"], config.resolved()
         data = record.get("dataset") or {}
         if "spatial_dims" in data:
@@ -101,7 +104,7 @@ class RunDir:
         return {
             k: (recorded.get(k), wanted[k])
             for k in sorted(fields_where("affects_results"))
-            if k not in recorded or recorded[k] != wanted[k]
+            if recorded.get(k, absent) != wanted[k]
         }
 
     def reusable(self, config: TrainConfig) -> bool:

@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from fcn_jax.caveats import throughput_meaningful
 from fcn_jax.outputs import write_atomic
 from fcn_jax.runs.grid import Run
 from fcn_jax.runs.rundir import RunDir
@@ -37,6 +38,7 @@ def collect(workdir: str, runs: list[Run]) -> list[dict]:
         if row["status"] == "finished":
             s = rundir.summary()
             row.update({k: s.get(k) for k in _COLUMNS})
+            row.update(steps=s.get("steps"), warning=s.get("warning"))  # not csv columns
             row.update({f"acc_{k}": v for k, v in s.get("eval_accuracy", {}).items()})
         elif row["status"] == "failed":
             row["error"] = rundir.error_line()
@@ -86,7 +88,8 @@ def summary_table(rows: list[dict], grid_keys: list[str]) -> str:
         cells += [f"{len(done)}/{len(group)}", col("test_accuracy")]
         cells += [fmt(stats(grid_means)) if done else "–"]
         cells += [col(f"acc_{s}") for s in show]
-        cells += [col("train_examples_per_sec", 0), col("wall_time_s", 1)]
+        timed = [r for r in done if throughput_meaningful(r.get("steps"))]  # not smoke tests
+        cells += [col("train_examples_per_sec", 0, timed), col("wall_time_s", 1)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -127,6 +130,13 @@ def aggregate(workdir: str, log=print) -> list[dict]:
     counts = collections.Counter(r["status"] for r in rows)
     log(summary_table(rows, keys))
     log(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; {workdir}/results.csv")
+    warned = [r for r in rows if r.get("warning")]
+    if warned:  # one line, however many runs: each run's own log has its line
+        first = warned[0]
+        log(
+            f"warning: {len(warned)} of {counts['finished']} finished runs mean little, e.g. "
+            f"{first['name']}: {first['warning']}"
+        )
     for row in rows:
         if row["status"] == "failed":
             error_file = RunDir.of(workdir, row["name"]).error_path
