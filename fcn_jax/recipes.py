@@ -77,9 +77,9 @@ def scaled_digits() -> dict:
     """MNIST-scale as published (``python -m experiments.rescale``: 28x28 digits shrunk by
     0.3-1 about their centre, bicubic, not antialiased), 10 000 training images; trained on
     enlarged copies (28-64 px) and tested with its logits averaged over four enlarged views,
-    42-64 px (``tta_accuracy``; realizations 0-2 in docs/results.md: RESULT_TTA test error with
-    the averaged logits, RESULT_28 tested at 28x28 as given; about 11 minutes a realization
-    on 2 CPU cores), from ``experiments.rescale ... --out=runs/scale0.npz --seed=0``::
+    42-64 px (``tta_accuracy``; realizations 0-2 in docs/results.md: 1.58% test error with the
+    averaged logits, 3.65% tested at 28x28 as given; about 14 minutes a realization on 2 CPU
+    cores), from ``experiments.rescale ... --out=runs/scale0.npz --seed=0``::
 
         python -m experiments.train --workdir=runs/scale0 --recipe=scaled_digits \\
             --dataset=npz:runs/scale0.npz --eval_examples=0
