@@ -177,7 +177,7 @@ def _published_affine(images, scales, lo, hi) -> np.ndarray:
     it here too, channel by channel (its bands are independent): uint8 in ``L`` mode, rounded and
     clipped by PIL as in the published files; floats in ``F`` mode, clipped to ``[lo, hi]``.
     """
-    n, height, width, channels = images.shape
+    _, height, width, channels = images.shape
     cx, cy = width * 0.5 + 0.5, height * 0.5 + 0.5
     floats = images.dtype != np.uint8
     planes = images.astype(np.float32) if floats else images
