@@ -48,7 +48,7 @@ EXPECTED = {
         "zoom": "0.8-1.25",
         "translate": 0.05,
         "label_smoothing": 0.1,
-        "epochs": 30,
+        "epochs": 60,
         "eval_sizes": "28,42,49,56,64",
         "tta_sizes": "42,49,56,64",
     },
