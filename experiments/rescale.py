@@ -97,7 +97,8 @@ def main(argv: list[str]) -> None:
         max_scale=MAX_SCALE.value,
         seed=SEED.value,
         data_dir=DATA_DIR.value,
-        splits=(TRAIN_SPLIT.value, TEST_SPLIT.value),
+        train_split=TRAIN_SPLIT.value,
+        test_split=TEST_SPLIT.value,
         allow_pickle=ALLOW_PICKLE.value,
         antialias=ANTIALIAS.value,
     )

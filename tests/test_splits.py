@@ -173,8 +173,8 @@ def test_rescale_pools_the_slices_it_is_given(tmp_path):
     from fcn_jax.data.rescale import rescale_dataset
 
     counts = {"train": 4, "val": 2, "test": 4}
-    out = rescale_dataset(_npz(tmp_path), counts, splits=("train[:6]", "train[6:]"))
+    out = rescale_dataset(_npz(tmp_path), counts, train_split="train[:6]", test_split="train[6:]")
     labels = np.concatenate([out[f"{s}_labels"] for s in ("train", "val", "test")])
     assert sorted(labels.tolist()) == sorted(TRAIN_LABELS.tolist())
     with pytest.raises(DataError, match=r"--test_split=test\[:4\]: out of range"):
-        rescale_dataset(_npz(tmp_path), counts, splits=(None, "test[:4]"))
+        rescale_dataset(_npz(tmp_path), counts, test_split="test[:4]")

@@ -226,7 +226,8 @@ def rescale_dataset(
     data_dir: str | None = None,
     allow_pickle: bool = False,
     antialias: bool = False,
-    splits: tuple[str | None, str | None] = (None, None),
+    train_split: str | None = None,
+    test_split: str | None = None,
 ) -> dict[str, np.ndarray]:
     """The MNIST-scale protocol applied to the dataset ``source`` (a ``load_dataset`` spec).
 
@@ -236,7 +237,8 @@ def rescale_dataset(
     uniformly from ``[min_scale, max_scale]``, clipped to the pool's value range (with 0).
     Everything random follows from ``seed``. ``antialias``: see :func:`rescale_images` (False:
     the published generator). ``allow_pickle``: an npz source's object arrays
-    are read (by unpickling: trusted files only).
+    are read (by unpickling: trusted files only). ``train_split``, ``test_split``: the source's
+    splits to pool, whole or sliced (``train[:50000]``); None: its own.
 
     Returns:
       ``{split}_images`` ``(n, H, W)`` for ``C = 1``, else ``(n, H, W, C)``: uint8 where the
@@ -251,9 +253,6 @@ def rescale_dataset(
         raise ValueError(f"scales [{min_scale}, {max_scale}]: need 0 < min_scale <= max_scale")
     if sorted(counts) != sorted(SPLITS) or min(counts.values()) <= 0:
         raise ValueError(f"counts {counts}: need positive counts for {', '.join(SPLITS)}")
-    # ``splits``: the source's train and test split to pool, whole or sliced (``train[:50000]``,
-    # ``--train_split``); None: its own.
-    train_split, test_split = splits
     dataset = load_dataset(
         source, data_dir, allow_pickle=allow_pickle, train_split=train_split, test_split=test_split
     )

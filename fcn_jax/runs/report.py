@@ -124,11 +124,16 @@ def _mixed_vs_fixed(results: dict, mixed: str) -> str:
     return text + "."
 
 
+def _mean(r: dict, key: str) -> float | None:
+    """The mean of a policy's ``key`` stats; None where it has none (older compare.json files
+    have no steps)."""
+    return (r.get(key) or {}).get("mean")
+
+
 def _speed(r: dict) -> dict | None:
     """A policy's examples/s stats, None where its runs were too short to measure it
     (:mod:`fcn_jax.caveats`)."""
-    steps = (r.get("steps") or {}).get("mean")  # older compare.json files have no steps
-    return r["train_examples_per_sec"] if throughput_meaningful(steps) else None
+    return r["train_examples_per_sec"] if throughput_meaningful(_mean(r, "steps")) else None
 
 
 def policy_warnings(results: dict) -> list[str]:
@@ -136,8 +141,9 @@ def policy_warnings(results: dict) -> list[str]:
     a mean final train loss near chance)."""
     out = []
     for p, r in results["policies"].items():
-        steps, loss = (r.get("steps") or {}).get("mean"), (r.get("final_loss") or {}).get("mean")
-        warning = run_warning(steps, loss, results["dataset"]["num_classes"])
+        warning = run_warning(
+            _mean(r, "steps"), _mean(r, "final_loss"), results["dataset"]["num_classes"]
+        )
         out += [f"{p}: {warning}"] if warning else []
     return out
 
@@ -147,7 +153,7 @@ def _cost(results: dict, policy: str) -> str:
     speed = (_speed(r) or {}).get("mean")
     text = f"{policy} {r['train_compiles']['mean']:.0f} compile(s)"
     text += f" at {speed:.0f} examples/s" if speed else ""
-    if r.get("train_examples", {}).get("mean"):
+    if _mean(r, "train_examples"):
         text += (
             f", {r['train_examples']['mean']:.0f} examples, "
             f"{r['train_pixels']['mean'] / 1e6:.0f}M pixels"
