@@ -185,12 +185,14 @@ def saved_steps(workdir) -> list[int]:
 
 
 def test_a_lost_process_is_survived_and_a_rerun_resumes(data_dir, tmp_path):
-    steps = 100  # far more than the few after the first checkpoint: the kill lands mid-run
+    steps = 36  # 30 after the first checkpoint (step 6), seconds: the kill lands mid-run
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     one = tmp_path / "one"  # 1 process with 2 devices: the same losses, parameters, evaluation
+    # The references save only their last step: uninterrupted runs, not runs that checkpoint.
+    uninterrupted = dict(steps=steps, checkpoint_every=steps)
     done = run_pythons(
-        *on_two("experiments.train", train_flags(data_dir, reference, steps=steps)),
-        ("-m", "experiments.train", *train_flags(data_dir, one, steps=steps)),
+        *on_two("experiments.train", train_flags(data_dir, reference, **uninterrupted)),
+        ("-m", "experiments.train", *train_flags(data_dir, one, **uninterrupted)),
         env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
     )
     assert [p.returncode for p in done] == [0, 0, 0], done[1].stderr[-3000:]
