@@ -8,6 +8,12 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def cpu_devices(n: int) -> dict[str, str]:
+    """The environment for ``n`` CPU devices, keeping the XLA flags the tests set (conftest)."""
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}"
+    return {"XLA_FLAGS": flags.strip()}
+
+
 def run_pythons(
     *commands: tuple[str, ...], timeout: float = 300, env: dict | None = None
 ) -> list[subprocess.CompletedProcess]:

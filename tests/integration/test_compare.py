@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from commands import REPO
+from commands import REPO, cpu_devices
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -46,7 +46,7 @@ def compared(tfds_dir, tmp_path_factory):
     an eval batch size that does not split over them (rounded up to 32)."""
     load_dataset(TINY["dataset"], tfds_dir)  # build the data before any other process reads it
     workdir = tmp_path_factory.mktemp("compare")
-    two = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    two = {"JAX_PLATFORMS": "cpu", **cpu_devices(2)}
     out = subprocess.run(
         [
             sys.executable,

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from commands import REPO, free_port, run_pythons
+from commands import REPO, cpu_devices, free_port, run_pythons
 from tiny import TINY_TRAIN
 
 from fcn_jax.checkpoint import restore_model
@@ -185,7 +185,7 @@ def saved_steps(workdir) -> list[int]:
 
 
 def test_a_lost_process_is_survived_and_a_rerun_resumes(data_dir, tmp_path):
-    steps = 36  # 30 after the first checkpoint (step 6), seconds: the kill lands mid-run
+    steps = 100  # far more than the few after the first checkpoint: the kill lands mid-run
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     one = tmp_path / "one"  # 1 process with 2 devices: the same losses, parameters, evaluation
     # The references save only their last step: uninterrupted runs, not runs that checkpoint.
@@ -193,7 +193,7 @@ def test_a_lost_process_is_survived_and_a_rerun_resumes(data_dir, tmp_path):
     done = run_pythons(
         *on_two("experiments.train", train_flags(data_dir, reference, **uninterrupted)),
         ("-m", "experiments.train", *train_flags(data_dir, one, **uninterrupted)),
-        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        env=cpu_devices(2),
     )
     assert [p.returncode for p in done] == [0, 0, 0], done[1].stderr[-3000:]
     assert train_losses(one) == pytest.approx(train_losses(reference), rel=1e-5)

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from commands import cpu_devices
 from PIL import Image
 from training import cli, run, tensorboard_scalars, tiny
 
@@ -178,8 +179,7 @@ def test_four_devices_match_one(tfds_dir, tmp_path):
     """(Two devices: the comparison test in test_compare.py.)"""
     results = {}
     for n in (1, 4):
-        flags = f"--xla_force_host_platform_device_count={n}"  # n CPU devices, on any machine
-        env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+        env = {**os.environ, **cpu_devices(n), "JAX_PLATFORMS": "cpu"}  # on any machine
         out = subprocess.run(
             [sys.executable, "-c", FOUR_DEVICES, tfds_dir, str(tmp_path / str(n))],
             env=env,
