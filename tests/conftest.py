@@ -25,7 +25,7 @@ os.environ.setdefault(
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # The tests compile far more than they run: without LLVM's optimizations XLA:CPU compiles in
 # about 60% of the time (the same HLO passes; the steps run no slower at these sizes).
-# Inherited like the cache; a test that sets XLA_FLAGS for a subprocess replaces it there.
+# Inherited like the cache, also where a test sets a device count (commands.cpu_devices).
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
