@@ -166,6 +166,24 @@ def test_validation_split_is_stratified_and_disjoint(tmp_path):
     assert train | test == rows and not train & test
 
 
+def _rows(source) -> list[bytes]:
+    return [source[i]["image"].tobytes() for i in range(len(source))]
+
+
+def test_folds_test_every_training_series_once(tmp_path):
+    path = variable_pair(tmp_path, lengths=[5 + i % 7 for i in range(23)])
+    full = sorted(_rows(load_dataset(f"ts:{path}").train))
+    folds = [load_dataset(f"ts:{path}/fold{k}") for k in range(4)]
+    tested = [row for fold in folds for row in _rows(fold.test)]
+    assert sorted(tested) == full  # the folds partition the train split
+    for fold in folds:
+        assert sorted(_rows(fold.train) + _rows(fold.test)) == full
+        assert {fold.train[i]["label"] for i in range(len(fold.train))} == {0, 1}
+    assert _rows(folds[0].test) == _rows(load_dataset(f"ts:{path}/validation").test)
+    with pytest.raises(DataError, match=r"fold4: expected ts:PATH/NAME, .* /fold0 .. /fold3$"):
+        load_dataset(f"ts:{path}/fold4")
+
+
 def test_series_shorter_than_the_model_are_an_error_naming_presets(tmp_path):
     path = variable_pair(tmp_path, lengths=(5, 9, 12, 7))
     config = TrainConfig(dataset=f"ts:{path}", model="seed", steps=1, batch_size=2)

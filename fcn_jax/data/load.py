@@ -100,11 +100,17 @@ def _load_local(spec, data_dir, skip_corrupt, pixel_range, normalize, allow_pick
 
 
 def _load_series(prefix: str, path: str, data_dir: str | None, normalize: str | None) -> Dataset:
-    from fcn_jax.data.series import load_ts, load_ucr, validation_split
+    from fcn_jax.data.series import FOLDS, load_ts, load_ucr, validation_split
 
-    path, validation = path.removesuffix("/validation"), path.endswith("/validation")
-    if not path:
-        expected = "NAME" if prefix == "ucr" else "PATH/NAME"
-        raise DataError(f"--dataset={prefix}:: expected {prefix}:{expected}[/validation]")
+    spec, (name, _, tail) = f"{prefix}:{path}", path.rpartition("/")
+    match = re.fullmatch(r"validation|fold(\d+)", tail)
+    fold = None if match is None else int(match[1] or 0)  # /validation is fold 0
+    path = path if match is None else name
+    expected = "NAME" if prefix == "ucr" else "PATH/NAME"
+    if not path or (fold is not None and fold >= FOLDS):
+        raise DataError(
+            f"--dataset={spec}: expected {prefix}:{expected}, optionally "
+            f"followed by /validation or /fold0 .. /fold{FOLDS - 1}"
+        )
     load = load_ucr(path, data_dir, normalize) if prefix == "ucr" else load_ts(path, normalize)
-    return validation_split(load) if validation else load
+    return load if fold is None else validation_split(load, fold)

@@ -10,8 +10,10 @@ per-channel mean and std for both splits; ``"none"`` keeps the values. The defau
 carries the class (docs/results.md measures it on JapaneseVowels). A missing value (``?`` or NaN)
 is an error naming the file and the row.
 
-``ucr:NAME/validation`` (and ``ts:PATH/NAME/validation``) trains on three quarters of the
-train split and tests on the rest (stratified, fixed seed): the split to tune on.
+``ucr:NAME/fold{k}`` (and ``ts:PATH/NAME/fold{k}``), k = 0 .. 3, is fold k of a stratified
+4-fold cross-validation over the train split (fixed seed): it trains on three quarters of the
+train split and tests on the rest, and the four folds test each training series once; the
+splits to tune on. ``ucr:NAME/validation`` is fold 0.
 
 ``ucr:NAME`` finds ``NAME_TRAIN.ts`` in the data files of an installed ``aeon`` or ``sktime``
 distribution (located with :mod:`importlib.metadata`, never imported: ``pip install --no-deps
@@ -39,6 +41,7 @@ from fcn_jax.data.sources import DataError, Dataset
 from fcn_jax.outputs import write_atomic
 
 NORMALIZE = ("series", "dataset", "none")
+FOLDS = 4  # ucr:NAME/fold0 .. fold3: stratified cross-validation over the train split
 ARCHIVE_URL = "https://timeseriesclassification.com/aeon-toolkit/{name}.zip"
 # Distributions whose wheels ship some of the archive as data files (read, never imported).
 SHIPPING = ("aeon", "sktime")
@@ -184,17 +187,21 @@ def _held(series: list[np.ndarray]):
     return np.stack(series) if len({s.shape for s in series}) == 1 else series
 
 
-def validation_split(dataset: Dataset, fraction: float = 0.25, seed: int = 0) -> Dataset:
-    """The train split cut in two, stratified by class with a fixed seed: ``fraction`` of each
-    class (at least one example of a class with two or more) becomes the test split, for
-    tuning without looking at the archive's test split (``ucr:NAME/validation``)."""
+def validation_split(dataset: Dataset, fold: int = 0, folds: int = FOLDS, seed: int = 0) -> Dataset:
+    """Fold ``fold`` of a stratified ``folds``-fold partition of the train split becomes the
+    test split and the rest the train split, for tuning without looking at the archive's test
+    split (``ucr:NAME/fold{k}``; ``ucr:NAME/validation`` is fold 0). Each class of two or more
+    examples is shuffled (fixed seed) and cut into runs of ``round(n / folds)`` examples (at
+    least one), the last fold taking the rest, so every fold keeps each such class in training.
+    """
     source, rng = dataset.train, np.random.default_rng(seed)
     labels = np.array([source[i]["label"] for i in range(len(source))])
     held = []
     for c in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == c))
-        take = max(1, round(fraction * len(members))) if len(members) > 1 else 0
-        held += members[:take].tolist()
+        take = max(1, round(len(members) / folds)) if len(members) > 1 else 0
+        stop = len(members) if fold == folds - 1 else (fold + 1) * take
+        held += members[fold * take : stop].tolist()
     keep = sorted(set(range(len(source))) - set(held))
     held = sorted(held)
     splits = [
@@ -202,7 +209,7 @@ def validation_split(dataset: Dataset, fraction: float = 0.25, seed: int = 0) ->
         for rows in (keep, held)
     ]
     return dataclasses.replace(
-        dataset, name=f"{dataset.name}/validation", train=splits[0], test=splits[1]
+        dataset, name=f"{dataset.name}/fold{fold}", train=splits[0], test=splits[1]
     )
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from fcn_jax.config import TrainConfig
 from fcn_jax.data.load import load_dataset
+from fcn_jax.data.series import FOLDS
 from fcn_jax.outputs import write_atomic, write_json
 from fcn_jax.runs.grid import Run, flag
 from fcn_jax.runs.rundir import RunDir
@@ -75,6 +76,10 @@ class Entry:
     spec: str
     lengths: tuple[int, int]  # shortest and longest series over both splits
     channels: int
+    cv: bool = False  # seed k tests on fold k % FOLDS of the train split
+
+    def data_spec(self, seed: int) -> str:
+        return f"{self.spec}/fold{seed % FOLDS}" if self.cv else self.spec
 
     @property
     def variable(self) -> bool:
@@ -84,15 +89,17 @@ class Entry:
         return [v for v in wanted if self.variable or not v.endswith("_resampled")]
 
 
-def describe(names, *, validation: bool, data_dir: str | None) -> list[Entry]:
-    """Each dataset's :class:`Entry` (the dataset is read once, here, for its lengths)."""
+def describe(names, *, split: str, data_dir: str | None) -> list[Entry]:
+    """Each dataset's :class:`Entry` (the dataset is read once, here, for its lengths) for
+    testing on ``split``: ``test`` (the archive's), ``validation`` (fold 0 of the train split)
+    or ``cv`` (seed k on fold k % 4)."""
     entries = []
     for name in names:
-        spec = f"ucr:{name}" + ("/validation" if validation else "")
-        data = load_dataset(spec, data_dir)
+        spec = f"ucr:{name}" + ("/validation" if split == "validation" else "")
+        data = load_dataset(spec + ("/fold0" if split == "cv" else ""), data_dir)
         lengths = np.concatenate([data.train.sizes()[:, 0], data.test.sizes()[:, 0]])
         bounds = (int(lengths.min()), int(lengths.max()))
-        entries.append(Entry(name, spec, bounds, data.in_channels))
+        entries.append(Entry(name, spec, bounds, data.in_channels, cv=split == "cv"))
     return entries
 
 
@@ -110,7 +117,7 @@ def plan(entries: list[Entry], variants, seeds: int, base: dict) -> list[Run]:
 
 def _run(entry: Entry, variant: str, seed: int, base: dict) -> Run:
     longest = entry.lengths[1]
-    values = {"dataset": entry.spec, **VARIANTS[variant], "eval_sizes": str(longest)}
+    values = {"dataset": entry.data_spec(seed), **VARIANTS[variant], "eval_sizes": str(longest)}
     values["eval_examples"] = 0  # the whole test split
     if variant.endswith("_resampled"):
         values["train_size"] = f"fixed:{longest}"
@@ -169,15 +176,21 @@ def target(name: str, anchors: dict) -> float | None:
     return max(fcn or deep) if (fcn or deep) else None
 
 
-def report(results: dict, validation: bool, command: list[str]) -> str:
+SPLITS = {
+    "test": "the archive's test split",
+    "validation": "a validation split (a quarter of each train split)",
+    "cv": f"{FOLDS}-fold cross-validation over each train split (seed k tests fold k % {FOLDS})",
+}
+
+
+def report(results: dict, split: str, command: list[str]) -> str:
     """``report.md``: one row per dataset, the variants' mean ± std beside the anchors."""
     variants = [v for v in VARIANTS if any(v in r["variants"] for r in results.values())]
-    split = "validation split (a quarter of each train split)" if validation else "test split"
     head = ["dataset", "length", "C", *variants, "target", *ANCHOR_COLUMNS]
     lines = [
         "# Time-series suite",
         "",
-        f"Accuracy on the archive's {split}, mean ± std over seeds; `python {' '.join(command)}`.",
+        f"Accuracy on {SPLITS[split]}, mean ± std over seeds; `python {' '.join(command)}`.",
         "Columns: " + "; ".join(f"`{v}`: {LABELS[v]}" for v in variants) + ".",
         "Anchors: published test accuracy (docs/results.md cites each).",
         "",
@@ -223,12 +236,12 @@ def plot(results: dict, path: str) -> None:
     save_figure(fig, path)
 
 
-def write_outputs(workdir: str, results: dict, validation: bool, command: list[str]) -> str:
+def write_outputs(workdir: str, results: dict, split: str, command: list[str]) -> str:
     """Write series.json, report.md and series.png; return the report."""
-    text = report(results, validation, command)
+    text = report(results, split, command)
     write_json(
         os.path.join(workdir, "series.json"),
-        {"validation": validation, "command": command, "datasets": results},
+        {"split": split, "validation": split != "test", "command": command, "datasets": results},
     )
     write_atomic(os.path.join(workdir, "report.md"), text)
     plot(results, os.path.join(workdir, "series.png"))

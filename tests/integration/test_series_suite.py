@@ -30,6 +30,13 @@ def test_plan_resamples_only_variable_lengths_and_base_flags_win():
     assert native.train_size.kind == "native" and native.steps == 5 and native.recipe == "series"
 
 
+def test_cross_validation_puts_seed_k_on_fold_k():
+    entry = suite.Entry("GunPoint", "ucr:GunPoint", (150, 150), 1, cv=True)
+    runs = suite.plan([entry], ["recipe"], 5, {})
+    assert [r.config.dataset for r in runs] == [f"ucr:GunPoint/fold{k % 4}" for k in range(5)]
+    assert [r.name for r in runs][-1] == "GunPoint__recipe__seed4"
+
+
 def test_report_gives_mean_std_beside_anchors_and_counts_missing_runs(tmp_path):
     runs = suite.plan([FIXED, VARIABLE], ["recipe", "recipe_resampled"], 2, {})
     accuracies = {"GunPoint": [1.0, 0.98], "JapaneseVowels": [0.99, 0.97]}
@@ -44,7 +51,7 @@ def test_report_gives_mean_std_beside_anchors_and_counts_missing_runs(tmp_path):
     assert results["JapaneseVowels"]["variants"]["recipe_resampled"]["values"] == [0.49, 0.47]
     assert results["JapaneseVowels"]["target"] == 0.993  # the best FCN anchor
     assert results["GunPoint"]["target"] == 1.0
-    text = suite.write_outputs(str(tmp_path), results, False, ["-m", "experiments.series"])
+    text = suite.write_outputs(str(tmp_path), results, "test", ["-m", "experiments.series"])
     assert "| GunPoint | 150 | 1 | 0.990 ± 0.014 |  | 1.000 | 1.000 |" in text
     assert "| JapaneseVowels | 7–29 | 12 | 0.990 (1 of 2) | 0.480 ± 0.014 | 0.993 |" in text
     saved = json.loads((tmp_path / "series.json").read_text())
