@@ -69,8 +69,6 @@ EXPECTED = {
         "norm": "batch",
         "train_size": "native",
         "buckets": "auto:4",
-        "zoom": "0.9-1.1",
-        "translate": 0.05,
         "batch_size": 16,
         "learning_rate": 1e-3,
         "warmup_steps": 100,
