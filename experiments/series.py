@@ -37,7 +37,10 @@ flags.DEFINE_integer("seeds", 5, "seeds per dataset and variant (0 .. N-1)")
 flags.DEFINE_list("variants", list(suite.VARIANTS), f"of {list(suite.VARIANTS)}")
 flags.DEFINE_boolean("validation", False, "tune: test on a quarter of each train split")
 flags.DEFINE_boolean(
-    "cv", False, "tune by 4-fold cross-validation over each train split: seed k tests on fold k % 4"
+    "cv",
+    False,
+    f"tune by {suite.FOLDS}-fold cross-validation over each train split: seed k tests on fold "
+    f"k % {suite.FOLDS}",
 )
 flags.DEFINE_integer("max_parallel", 2, "runs at once")
 flags.DEFINE_boolean("report_only", False, "only write the report of the runs already done")

@@ -93,7 +93,7 @@ class Entry:
 def describe(names, *, split: str, data_dir: str | None) -> list[Entry]:
     """Each dataset's :class:`Entry` (the dataset is read once, here, for its lengths) for
     testing on ``split``: ``test`` (the archive's), ``validation`` (fold 0 of the train split)
-    or ``cv`` (seed k on fold k % 4)."""
+    or ``cv`` (seed k on fold k % FOLDS)."""
     entries = []
     for name in names:
         spec = f"ucr:{name}" + ("/validation" if split == "validation" else "")
