@@ -94,10 +94,12 @@ class Checkpointer:
         return [int(n) for n in names if n.isdigit()]
 
     def _remove_partial(self, step: int) -> None:
-        """The directory a failed save of ``step`` left (orbax's temporary one, or the step's
-        own if it got that far): gone, so its space is free and no rerun trips on it."""
+        """The temporary directory a failed save of ``step`` left: gone, so its space is free
+        and no rerun trips on it. The step's own directory stays: orbax renames the temporary
+        one to it only once written, so a save that fails after that (a peer process lost in
+        the closing barrier) has a finished checkpoint to keep."""
         for name in os.listdir(self.directory) if os.path.isdir(self.directory) else []:
-            if name == str(step) or name.startswith(f"{step}.orbax-checkpoint-tmp"):
+            if name.startswith(f"{step}.orbax-checkpoint-tmp"):
                 shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
     def restore(self, abstract_state: Any | None = None) -> tuple[Any, dict] | None:

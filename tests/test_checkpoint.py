@@ -102,6 +102,22 @@ def test_a_failed_save_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, 
     assert Checkpointer(str(tmp_path)).restore()[1] == {"step": 2}
 
 
+def test_a_save_failing_after_its_rename_keeps_the_finished_checkpoint(tmp_path, monkeypatch):
+    # As when a peer process is lost in the barrier that closes a multi-process save.
+    saver = Checkpointer(str(tmp_path), writer=True)
+    real_save = saver._manager.save
+
+    def lost_peer(*args, **kw):
+        real_save(*args, **kw)
+        raise RuntimeError("barrier: peer process lost")
+
+    monkeypatch.setattr(saver._manager, "save", lost_peer)
+    with pytest.raises(WriteError, match="^cannot save checkpoint 1 in .*barrier: peer"):
+        saver.save(1, state_of(1), {"step": 1})
+    assert os.listdir(tmp_path / "checkpoints") == ["1"]
+    assert Checkpointer(str(tmp_path)).restore()[1] == {"step": 1}
+
+
 def test_a_run_s_model_and_class_names_are_read_back(tmp_path):
     model = random_model(ModelSpec("seed", 3, 1, 2, 0.125))
     with pytest.raises(CheckpointError, match="no checkpoint in"):
